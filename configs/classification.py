@@ -1,0 +1,228 @@
+"""E1 image classification (TU Wien DLVC 2024 A1; Ljubljana HW2 task 1).
+
+Offline default (procedural `shapes`, small CNN, 2 CPU cores):
+    python main.py --config=configs/classification.py
+    -> checkpoints/classification/summary.json; measured: see README (E1 table).
+
+Presets, combined with commas (`--config=configs/classification.py:cifar10,vit`):
+    data:   cifar10 (tfds, the handout's 40k/10k/10k split), birds (an ImageFolder at
+            --config.data.root), shapes (default)
+    model:  cnn (default), resnet18, vit, linear (logistic regression on pixels)
+    switches: cifar_stem (ResNet-18 3x3 stem, no max-pool), dropout (0.5 before the head),
+            wd (weight decay 0.1), aug (random crop pad 4 + flip), rrc (RandomResizedCrop +
+            flip), early_stop (patience 3 evaluations on val per-class accuracy),
+            smoke (a few steps on tiny splits, for tests)
+The faithful recipe (`cifar10`): batch 128, 30 epochs, AdamW lr 1e-3 amsgrad, exponential
+decay 0.9 per epoch, validate every 5 epochs, keep the best val per-class accuracy.
+Handout reference (test accuracy): ResNet-18 71.7, CNN 70.2, ViT 63.5; torchvision ResNet-18
+from scratch 75.1.
+"""
+
+import ml_collections
+
+from dllab_jax.config_utils import parse_preset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PRESETS = {
+    "shapes": "procedural shapes (the offline default)",
+    "cifar10": "CIFAR-10 from tfds, handout split and recipe",
+    "birds": "ImageFolder of bird species at config.data.root (224x224)",
+    "cnn": "the small CNN",
+    "resnet18": "torchvision ResNet-18",
+    "vit": "the UvA tutorial ViT",
+    "linear": "logistic regression on pixels (the linear baseline)",
+    "cifar_stem": "ResNet-18 with a 3x3 stem and no max-pool",
+    "dropout": "dropout 0.5 before the classifier",
+    "wd": "weight decay 0.1",
+    "aug": "random crop (padding 4) and horizontal flip",
+    "rrc": "RandomResizedCrop and horizontal flip",
+    "early_stop": "stop after 3 evaluations without a better val per-class accuracy",
+    "smoke": "tiny splits and a few steps (tests)",
+}
+
+
+def _model(name: str) -> ml_collections.ConfigDict:
+    """Constructor arguments of each model family (see dllab_jax/models)."""
+    if name == "cnn":
+        # Conv widths of the three [conv-BN-ReLU x2, max-pool] blocks.
+        return ml_collections.ConfigDict(
+            dict(name="cnn", widths=(16, 32, 64), dropout=0.0, dtype="float32")
+        )
+    if name == "resnet18":
+        # stem: "imagenet" (7x7/2 + max-pool, as torchvision) or "cifar" (3x3/1, no pool).
+        return ml_collections.ConfigDict(
+            dict(name="resnet18", stem="imagenet", dropout=0.0, dtype="float32")
+        )
+    if name == "vit":
+        # UvA tutorial 15 settings.
+        return ml_collections.ConfigDict(
+            dict(
+                name="vit",
+                patch_size=4,
+                embed_dim=256,
+                hidden_dim=512,
+                num_heads=8,
+                num_layers=6,
+                dropout=0.2,
+                dtype="float32",
+            )
+        )
+    if name == "linear":
+        return ml_collections.ConfigDict(dict(name="linear", dtype="float32"))
+    raise ValueError(name)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    presets = parse_preset(arg, PRESETS)
+    config = ml_collections.ConfigDict()
+    config.task = "classification"  # dllab_jax/tasks/__init__.py TASKS
+    config.seed = 0  # parameter init and the per-step keys (dropout)
+    config.data_seed = 0  # order of training examples and augmentation draws
+
+    # Data: the procedural offline default. Sizes are per split; examples are fixed by
+    # (data.seed, split, index), so a larger split only adds examples.
+    config.data = ml_collections.ConfigDict(
+        dict(
+            name="shapes",
+            seed=0,  # generator seed
+            num_train=20_000,
+            num_val=2_000,
+            num_test=2_000,
+            image_size=32,
+            mean=IMAGENET_MEAN,  # per-channel normalisation applied on device
+            std=IMAGENET_STD,
+        )
+    )
+    # Training-time augmentation (dllab_jax/data/augment.py); all off by default.
+    config.augment = ml_collections.ConfigDict(
+        dict(
+            random_crop_padding=0,  # >0: pad by this many pixels, crop back (RandomCrop)
+            random_resized_crop=False,  # torchvision RandomResizedCrop to the same size
+            rrc_scale=(0.08, 1.0),
+            rrc_ratio=(3 / 4, 4 / 3),
+            hflip=False,  # random horizontal flip, p = 0.5
+        )
+    )
+    config.model = _model("cnn")
+
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            name="adamw",  # adam | adamw | sgd
+            learning_rate=1e-3,
+            schedule="exponential",  # constant | exponential | linear | cosine
+            decay_rate=0.9,  # exponential: factor per epoch
+            warmup_steps=0,
+            weight_decay=0.01,  # torch AdamW's default
+            amsgrad=True,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            momentum=0.9,  # sgd only
+            nesterov=False,  # sgd only
+            grad_clip_norm=0.0,  # 0 = no clipping
+            trainable=".*",  # regex over '/'-joined parameter names; the rest is frozen
+        )
+    )
+    config.ema_decay = 0.0  # >0 keeps an EMA of the parameters for evaluation
+
+    config.batch_size = 128  # global, split over all devices
+    config.eval_batch_size = 256
+    config.num_epochs = 8.0
+    config.num_train_steps = -1  # >0 overrides num_epochs
+    config.eval_every_epochs = 1.0
+    config.eval_every_steps = -1  # >0 overrides eval_every_epochs
+    config.log_every_steps = 50
+    config.eval_during_training = ("val",)  # splits evaluated every eval_every_*
+    config.eval_splits = ("train", "val", "test")  # splits in summary.json
+    config.train_eval_limit = 0  # >0: evaluate only the first N training examples
+
+    config.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every_steps=500,  # also saved at the end and when stopping early
+            keep=2,  # latest checkpoints kept for resuming
+            best_metric="val/per_class_accuracy",  # '' = keep no best checkpoint
+            best_mode="max",
+            eval_which="best",  # --mode=eval reads this one
+        )
+    )
+    config.early_stopping = ml_collections.ConfigDict(
+        dict(metric="", patience=0, mode="max", min_delta=0.0)  # metric '' = off
+    )
+    # Start from another run's weights, matched by parameter name (dllab_jax/checkpoint.py).
+    config.init_from = ml_collections.ConfigDict(
+        dict(
+            workdir="",  # the other run's workdir ('' = fresh init)
+            which="best",  # best | latest
+            dont_load=(),  # regexes of parameter names to keep freshly initialised
+            target_prefix="",  # load only names under this prefix here...
+            source_prefix="",  # ...from the same names under this prefix there
+            make_with="",  # config spec that trains the other run if it is missing
+        )
+    )
+    config.benchmark = ml_collections.ConfigDict(dict(warmup_steps=3, steps=10))
+
+    for name in presets:
+        if name in ("cnn", "resnet18", "vit", "linear"):
+            config.model = _model(name)
+    for name in presets:
+        if name == "cifar10":
+            config.data = ml_collections.ConfigDict(
+                dict(
+                    name="cifar10",
+                    data_dir="",  # '' = tfds default (~/tensorflow_datasets)
+                    train_split="train[:40000]",  # data_batch_1..4
+                    val_split="train[40000:]",  # data_batch_5
+                    test_split="test",
+                    download=False,  # True lets tfds download and prepare it
+                    mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD,
+                )
+            )
+            config.num_epochs = 30.0
+            config.eval_every_epochs = 5.0
+            config.log_every_steps = 100
+            config.checkpoint.every_steps = 1000
+        elif name == "birds":
+            config.data = ml_collections.ConfigDict(
+                dict(
+                    name="folder",
+                    root="data/birds",  # holds train/, valid/, test/ of class folders
+                    image_size=224,
+                    mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD,
+                )
+            )
+            config.batch_size = 64
+            config.eval_batch_size = 64
+            config.num_epochs = 30.0
+            config.eval_every_epochs = 5.0
+        elif name == "cifar_stem":
+            if config.model.name != "resnet18":
+                config.model = _model("resnet18")
+            config.model.stem = "cifar"
+        elif name == "dropout":
+            config.model.dropout = 0.5
+        elif name == "wd":
+            config.optimizer.weight_decay = 0.1
+        elif name == "aug":
+            config.augment.random_crop_padding = 4
+            config.augment.hflip = True
+        elif name == "rrc":
+            config.augment.random_resized_crop = True
+            config.augment.rrc_scale = (0.5, 1.0)
+            config.augment.hflip = True
+        elif name == "early_stop":
+            config.early_stopping.metric = "val/per_class_accuracy"
+            config.early_stopping.patience = 3
+        elif name == "smoke":
+            if config.data.name == "shapes":
+                config.data.num_train, config.data.num_val, config.data.num_test = 64, 24, 24
+            config.batch_size = 16
+            config.eval_batch_size = 16
+            config.num_train_steps = 6
+            config.eval_every_steps = 3
+            config.log_every_steps = 2
+            config.checkpoint.every_steps = 2
+    return config

@@ -1,0 +1,56 @@
+"""Logging behind one module: clu writers (TensorBoard + console), progress, and the run's
+metric history as JSON lines (the source of the curves and of early stopping on resume).
+
+clu is imported here and nowhere else, so it can be swapped in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clu import metric_writers, periodic_actions
+
+HISTORY_FILE = "metrics.jsonl"
+
+
+def create_writer(workdir: str | Path):
+    """TensorBoard event files in `workdir` plus one console line per write."""
+    return metric_writers.create_default_writer(str(workdir), asynchronous=False)
+
+
+def progress_reporter(num_train_steps: int, writer, every_steps: int):
+    """Logs steps/s, the fraction done and the ETA (clu's ReportProgress)."""
+    return periodic_actions.ReportProgress(
+        num_train_steps=num_train_steps, writer=writer, every_steps=every_steps
+    )
+
+
+class History:
+    """Scalars per step, appended to `<workdir>/metrics.jsonl`.
+
+    On resume the records after the restored step are dropped, so the file always describes
+    the state in the latest checkpoint's timeline.
+    """
+
+    def __init__(self, workdir: str | Path, resume_step: int | None):
+        self.path = Path(workdir) / HISTORY_FILE
+        self.records: list[dict] = []
+        if resume_step is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    if record["step"] <= resume_step:
+                        self.records.append(record)
+        with self.path.open("w") as f:
+            for record in self.records:
+                f.write(json.dumps(record) + "\n")
+
+    def append(self, step: int, scalars: dict[str, float]) -> None:
+        record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        self.records.append(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def values(self, key: str) -> list[tuple[int, float]]:
+        return [(r["step"], r[key]) for r in self.records if key in r]

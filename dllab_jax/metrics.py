@@ -1,0 +1,89 @@
+"""Metrics as sums: every evaluation step returns sums and counts, finalised once per split.
+
+Sums (not means) make padded batches exact: masked-out examples add zero, and a split's
+metrics are the same whatever its size or the batch size. Functions here are pure and work
+under jit; `finalize_*` run on host with numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def add_sums(total: Mapping | None, update: Mapping) -> dict:
+    """Adds two trees of sums; `total=None` starts a new accumulation."""
+    if total is None:
+        return dict(update)
+    return jax.tree.map(jnp.add, dict(total), dict(update))
+
+
+def confusion_matrix(
+    labels: jnp.ndarray, predictions: jnp.ndarray, num_classes: int, weights: jnp.ndarray
+) -> jnp.ndarray:
+    """Counts of (label, prediction) pairs, weighted (0 drops an example or pixel).
+
+    Args:
+      labels, predictions: integer arrays of the same shape; labels outside
+        [0, num_classes) (e.g. 255 = ignore) are dropped.
+      weights: same shape, 1 to count, 0 to drop.
+
+    Returns:
+      [num_classes, num_classes] float32, rows = labels, columns = predictions.
+    """
+    labels = labels.reshape(-1)
+    predictions = predictions.reshape(-1)
+    weights = weights.reshape(-1).astype(jnp.float32)
+    valid = (labels >= 0) & (labels < num_classes)
+    weights = jnp.where(valid, weights, 0.0)
+    flat_index = jnp.where(valid, labels, 0) * num_classes + predictions
+    counts = jnp.zeros(num_classes * num_classes, jnp.float32).at[flat_index].add(weights)
+    return counts.reshape(num_classes, num_classes)
+
+
+def classification_sums(
+    logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray, num_classes: int
+) -> dict[str, jnp.ndarray]:
+    """Sums for accuracy, per-class accuracy and cross-entropy.
+
+    Args:
+      logits: [B, num_classes]; labels: [B] int; mask: [B] float, 1 = real example.
+    """
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    predictions = jnp.argmax(logits, axis=-1)
+    return {
+        "count": mask.sum(),
+        "loss_sum": (losses * mask).sum(),
+        "correct": ((predictions == labels) * mask).sum(),
+        "confusion": confusion_matrix(labels, predictions, num_classes, mask),
+    }
+
+
+def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
+    """Recall of each class, NaN for a class with no examples."""
+    confusion = np.asarray(confusion, np.float64)
+    support = confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.diag(confusion) / support
+
+
+def finalize_classification(sums: Mapping) -> dict[str, float]:
+    """accuracy, per_class_accuracy (unweighted mean over classes present) and loss."""
+    sums = jax.device_get(sums)
+    count = float(sums["count"])
+    return {
+        "accuracy": float(sums["correct"]) / count,
+        "per_class_accuracy": float(np.nanmean(per_class_accuracy(sums["confusion"]))),
+        "loss": float(sums["loss_sum"]) / count,
+    }
+
+
+def mean_of_steps(step_metrics: list[Mapping]) -> dict[str, float]:
+    """Averages per-step scalar training metrics over a logging window."""
+    step_metrics = jax.device_get(step_metrics)
+    keys = step_metrics[0].keys()
+    return {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in keys}

@@ -1,0 +1,59 @@
+"""Report figures written into a run's workdir (matplotlib, Agg backend, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def curves(history: Sequence[dict], metrics: Sequence[str], steps_per_epoch: int, path) -> None:
+    """Train and eval curves per epoch, one panel per metric.
+
+    Args:
+      history: records {"step": int, "<split>/<metric>": float, ...} (see `logs.History`).
+      metrics: metric names without split prefix, e.g. ("loss", "accuracy").
+      steps_per_epoch: converts steps to epochs on the x axis.
+      path: the PNG to write.
+    """
+    splits = sorted({k.split("/")[0] for r in history for k in r if "/" in k})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for split in splits:
+            key = f"{split}/{metric}"
+            points = [(r["step"] / steps_per_epoch, r[key]) for r in history if key in r]
+            if points:
+                x, y = zip(*points, strict=True)
+                ax.plot(x, y, marker="o" if split != "train" else None, ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path, title="") -> None:
+    """Row-normalised confusion matrix (rows: label), per-class accuracy on the diagonal."""
+    confusion = np.asarray(confusion, np.float64)
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    size = max(4.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), class_names, rotation=90)
+        ax.set_yticks(range(n), class_names)
+        for i in range(n):
+            ax.text(i, i, f"{rows[i, i]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("label")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

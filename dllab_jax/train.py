@@ -1,0 +1,533 @@
+"""The one generic training loop. Every experiment runs through `train_and_evaluate`.
+
+What the loop owns (a task never re-implements it):
+  * the train state (params, model state such as BatchNorm statistics, optimiser state, step,
+    optional EMA), initialised through `jax.eval_shape` + `jit` straight onto the devices;
+  * one jitted train step with the state donated, data-parallel over every local device
+    (state replicated, batch sharded over a `data` mesh axis); the step's randomness is
+    `fold_in(base_key, step)`, so no key is carried and a resumed run draws the same keys;
+  * evaluation on padded, masked batches (exact for any split size);
+  * logging (clu writers: TensorBoard + console, a progress line with steps/s and ETA) and a
+    JSON-lines history;
+  * orbax checkpoints: the latest K and the best by `config.checkpoint.best_metric`;
+    restarting in the same workdir resumes; `config.init_from` loads another run's weights;
+  * early stopping, a stop on NaN/inf that keeps the last good checkpoint, and
+    `<workdir>/summary.json` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from dllab_jax import checkpoint as ckpt_lib
+from dllab_jax import config_utils, logs, optim, parallel, plots
+from dllab_jax import metrics as metrics_lib
+from dllab_jax.data import pipeline
+from dllab_jax.errors import UserError
+from dllab_jax.tasks import get_task
+from dllab_jax.tasks.base import Task
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training; `tx` is static.
+
+    Attributes:
+      step: int32 scalar, the number of updates applied.
+      params: the trainable (and frozen) parameters.
+      model_state: the model's other collections, e.g. {'batch_stats': ...}; {} if none.
+      opt_state: the optimiser's state.
+      ema_params: exponential moving average of params ({} when `config.ema_decay` is 0).
+    """
+
+    step: jnp.ndarray
+    params: Any
+    model_state: Any
+    opt_state: Any
+    ema_params: Any
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    def eval_params(self):
+        """The parameters to evaluate and sample with: the EMA when there is one."""
+        return self.ema_params if jax.tree.leaves(self.ema_params) else self.params
+
+    def variables(self) -> dict:
+        return {"params": self.eval_params(), **self.model_state}
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or inf."""
+
+
+def count_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+# ------------------------------------------------------------------ the step
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    task: Task,
+    model: nn.Module,
+    schedule,
+    base_key: jax.Array,
+    ema_decay: float,
+) -> tuple[TrainState, dict]:
+    """One update on a (global) batch; returns the new state and scalar metrics."""
+    rng = jax.random.fold_in(base_key, state.step)
+
+    def loss_fn(params):
+        return task.loss(model, params, state.model_state, batch, rng)
+
+    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if ema_decay:
+        ema_params = jax.tree.map(
+            lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params
+        )
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=optax.global_norm(grads),
+        learning_rate=schedule(state.step),
+    )
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        model_state=new_model_state,
+        opt_state=opt_state,
+        ema_params=ema_params,
+    )
+    return new_state, metrics
+
+
+# ------------------------------------------------------------ the run set-up
+@dataclasses.dataclass
+class Experiment:
+    """A config made concrete: task, model, schedule lengths, mesh and an initial state."""
+
+    config: ml_collections.ConfigDict
+    task: Task
+    model: nn.Module
+    mesh: jax.sharding.Mesh
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    schedule: Any
+    tx: optax.GradientTransformation
+    abstract_state: TrainState
+    init_state_fn: Any
+
+    @functools.cached_property
+    def jitted_train_step(self):
+        step = functools.partial(
+            train_step,
+            task=self.task,
+            model=self.model,
+            schedule=self.schedule,
+            base_key=jax.random.key(self.config.seed),
+            ema_decay=self.config.ema_decay,
+        )
+        replicated = parallel.replicated(self.mesh)
+        return jax.jit(step, donate_argnums=0, out_shardings=(replicated, replicated))
+
+    def place(self, batch: dict) -> dict:
+        return parallel.shard_batch(batch, self.mesh)
+
+    def eval_batches(self, split: str):
+        limit = self.config.train_eval_limit if split == "train" else None
+        source = self.task.source(split)
+        return pipeline.prefetch(
+            pipeline.eval_batches(source, self.config.eval_batch_size, limit=limit or None)
+        )
+
+    def evaluate(self, state: TrainState, splits) -> dict[str, float]:
+        variables = state.variables()
+        results = {}
+        for split in splits:
+            metrics = self.task.evaluate(
+                self.model, variables, split, self.eval_batches(split), self.place
+            )
+            results.update({f"{split}/{k}": v for k, v in metrics.items()})
+        return results
+
+
+def _resolve_steps(config, train_size: int) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, eval interval) from epochs or steps in the config."""
+    per_epoch = pipeline.steps_per_epoch(train_size, config.batch_size)
+    if config.num_train_steps > 0:
+        total = config.num_train_steps
+    else:
+        total = math.ceil(config.num_epochs * per_epoch)
+    if config.eval_every_steps > 0:
+        eval_every = config.eval_every_steps
+    else:
+        eval_every = max(1, round(config.eval_every_epochs * per_epoch))
+    return per_epoch, max(1, total), eval_every
+
+
+def build_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
+    """Builds task, model, optimiser and the (abstract) initial state for `config`."""
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    task = get_task(config)
+    model = task.build_model()
+    per_epoch, total, eval_every = _resolve_steps(config, len(task.source("train")))
+
+    init_batch = task.dummy_batch(mesh.devices.size)
+
+    def init_variables(rng):
+        variables = model.init(
+            {"params": rng, "dropout": rng}, *task.init_inputs(init_batch), train=False
+        )
+        variables = dict(variables)
+        params = variables.pop("params")
+        return params, variables
+
+    abstract_params, _ = jax.eval_shape(init_variables, jax.random.key(0))
+    tx, schedule = optim.make_optimizer(
+        config.optimizer, abstract_params, steps_per_epoch=per_epoch, total_steps=total
+    )
+
+    def init_state(rng) -> TrainState:
+        params, model_state = init_variables(rng)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            model_state=model_state,
+            opt_state=tx.init(params),
+            ema_params=params if config.ema_decay else {},
+            tx=tx,
+        )
+
+    replicated = parallel.replicated(mesh)
+    abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+    abstract_state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state
+    )
+    init_state_fn = jax.jit(init_state, out_shardings=replicated)
+    return Experiment(
+        config=config,
+        task=task,
+        model=model,
+        mesh=mesh,
+        steps_per_epoch=per_epoch,
+        total_steps=total,
+        eval_every=eval_every,
+        schedule=schedule,
+        tx=tx,
+        abstract_state=abstract_state,
+        init_state_fn=init_state_fn,
+    )
+
+
+# --------------------------------------------------------------- init_from
+def apply_init_from(state: TrainState, config, mesh) -> TrainState:
+    """Loads parameters (and model state) of another run by name (`config.init_from`)."""
+    init = config.init_from
+    workdir = Path(init.workdir)
+    if init.make_with and not (workdir / ckpt_lib.LATEST_DIR).is_dir():
+        logging.warning(
+            "init_from: no checkpoint in %s; making it first with `python main.py "
+            "--config=%s --workdir=%s`",
+            workdir,
+            init.make_with,
+            workdir,
+        )
+        print(f"init_from: no checkpoint in {workdir}; making it first ({init.make_with})")
+        train_and_evaluate(config_utils.load_config(init.make_with), workdir)
+    sources, meta = ckpt_lib.read_variables(
+        workdir,
+        init.which,
+        items=("params", "model_state"),
+        sharding=parallel.replicated(mesh),
+    )
+    rules = dict(
+        dont_load=tuple(init.dont_load),
+        target_prefix=init.target_prefix,
+        source_prefix=init.source_prefix,
+    )
+    params, loaded = ckpt_lib.load_by_name(state.params, sources["params"], **rules)
+    model_state = dict(state.model_state)
+    source_model_state = sources.get("model_state", {})
+    for collection, target in state.model_state.items():
+        if collection in source_model_state:
+            model_state[collection], _ = ckpt_lib.load_by_name(
+                target, source_model_state[collection], what=f"{collection} entry", **rules
+            )
+    total = len(jax.tree.leaves(state.params))
+    logging.info(
+        "init_from: loaded %d of %d parameter arrays from %s (step %s)",
+        len(loaded),
+        total,
+        workdir,
+        meta.get("step"),
+    )
+    print(f"init_from: loaded {len(loaded)}/{total} parameter arrays from {workdir}")
+    replicated = parallel.replicated(mesh)
+    params = jax.device_put(params, replicated)
+    model_state = jax.device_put(model_state, replicated)
+    ema_params = params if jax.tree.leaves(state.ema_params) else state.ema_params
+    # A fresh optimiser state for the loaded values (moments are zero either way).
+    return state.replace(
+        params=params,
+        model_state=model_state,
+        opt_state=jax.jit(state.tx.init, out_shardings=replicated)(params),
+        ema_params=ema_params,
+    )
+
+
+def initial_state(exp: Experiment, ckpts: ckpt_lib.RunCheckpoints):
+    """(state, meta of the restored checkpoint or None): resume if a checkpoint exists."""
+    restored = ckpts.restore(exp.abstract_state, "latest")
+    if restored is not None:
+        state, meta = restored
+        logging.info("resuming from step %d in %s", meta["step"], ckpts.workdir)
+        print(f"resuming from the checkpoint at step {meta['step']} in {ckpts.workdir}")
+        return state, meta
+    state = exp.init_state_fn(jax.random.key(exp.config.seed))
+    if exp.config.init_from.workdir:
+        state = apply_init_from(state, exp.config, exp.mesh)
+    return state, None
+
+
+# ------------------------------------------------------------ early stopping
+class EarlyStopping:
+    """Stops when `metric` has not improved for `patience` evaluations (0 = never)."""
+
+    def __init__(self, cfg, history: logs.History):
+        self.metric, self.patience = cfg.metric, cfg.patience
+        self.sign = 1.0 if cfg.mode == "max" else -1.0
+        self.min_delta = cfg.min_delta
+        self.best, self.bad = -math.inf, 0
+        for _, value in history.values(self.metric) if self.metric else []:
+            self.update(value)
+
+    def update(self, value: float) -> bool:
+        """Records an evaluation; True when training should stop."""
+        if not self.metric or self.patience <= 0:
+            return False
+        if self.sign * value > self.best + self.min_delta:
+            self.best, self.bad = self.sign * value, 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def _check_finite(scalars: dict, step: int, ckpts: ckpt_lib.RunCheckpoints) -> None:
+    bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+    if bad:
+        last = ckpts.latest_step()
+        kept = f"the last good checkpoint (step {last}) is kept" if last else "nothing was saved"
+        raise TrainingDiverged(
+            f"training diverged by step {step}: {bad}; {kept} in {ckpts.workdir}. Lower "
+            "config.optimizer.learning_rate or set config.optimizer.grad_clip_norm"
+        )
+
+
+# ------------------------------------------------------------------ the loop
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, stop_at_step: int | None = None
+) -> dict:
+    """Trains, evaluates, checkpoints and reports one run; returns the summary.
+
+    Args:
+      config: the experiment config (see configs/).
+      workdir: where checkpoints, logs, figures and `summary.json` go; a workdir with a
+        checkpoint is resumed.
+      stop_at_step: stop (as a preemption would, without saving) before this step; for
+        tests of resumption and time-boxed runs.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exp = build_experiment(config)
+    ckpt_lib.write_json(workdir / "config.json", config.to_dict())
+    ckpts = ckpt_lib.RunCheckpoints(workdir, keep=config.checkpoint.keep)
+    state, restored_meta = initial_state(exp, ckpts)
+    start_step = int(restored_meta["step"]) if restored_meta else 0
+    finished = bool(restored_meta and restored_meta.get("finished"))
+    history = logs.History(workdir, resume_step=start_step if restored_meta else None)
+    writer = logs.create_writer(workdir)
+    if not restored_meta:
+        writer.write_hparams(_flat_hparams(config))
+    num_params = count_params(state.params)
+    logging.info(
+        "%s: %d parameters, %d steps (%d per epoch), global batch %d on %d device(s)",
+        config.model.name,
+        num_params,
+        exp.total_steps,
+        exp.steps_per_epoch,
+        config.batch_size,
+        exp.mesh.devices.size,
+    )
+
+    meta_base = {"model": exp.task.model_spec(), "task": config.task, "config": config.to_dict()}
+    best_metric, best_mode = config.checkpoint.best_metric, config.checkpoint.best_mode
+    best_values = [v for _, v in history.values(best_metric)] if best_metric else []
+    best_value = None
+    for value in best_values:
+        best_value = value if _is_better(value, best_value, best_mode) else best_value
+    early = EarlyStopping(config.early_stopping, history)
+
+    progress = logs.progress_reporter(exp.total_steps, writer, config.log_every_steps)
+    batches = pipeline.prefetch(
+        pipeline.train_batches(
+            exp.task.source("train"),
+            config.batch_size,
+            seed=config.data_seed,
+            start_step=start_step,
+            augment=exp.task.augment(),
+        )
+    )
+    step_metrics: list[dict] = []
+    train_start = time.time()
+    step = start_step
+    stopped_early = False
+    while step < exp.total_steps and not finished:
+        if stop_at_step is not None and step >= stop_at_step:
+            ckpts.wait()
+            ckpts.close()
+            return {}
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            state, metrics = exp.jitted_train_step(state, exp.place(next(batches)))
+        step_metrics.append(metrics)
+        step += 1
+        progress(step)
+        is_last = step == exp.total_steps
+
+        if step % config.log_every_steps == 0 or is_last:
+            scalars = {f"train/{k}": v for k, v in metrics_lib.mean_of_steps(step_metrics).items()}
+            step_metrics = []
+            _check_finite(scalars, step, ckpts)
+            writer.write_scalars(step, scalars)
+            history.append(step, scalars)
+
+        if step % exp.eval_every == 0 or is_last:
+            results = exp.evaluate(state, config.eval_during_training)
+            writer.write_scalars(step, results)
+            history.append(step, results)
+            if best_metric:
+                if best_metric not in results:
+                    raise UserError(
+                        f"config.checkpoint.best_metric={best_metric!r} is not among the "
+                        f"evaluation metrics {sorted(results)}"
+                    )
+                if _is_better(results[best_metric], best_value, best_mode):
+                    best_value = results[best_metric]
+                    ckpts.save_best(step, state, dict(meta_base, metrics=results))
+            if early.metric and early.metric not in results:
+                raise UserError(
+                    f"config.early_stopping.metric={early.metric!r} is not among the "
+                    f"evaluation metrics {sorted(results)}"
+                )
+            if early.update(results.get(early.metric, 0.0)):
+                logging.info("early stopping at step %d: %s stalled", step, early.metric)
+                print(
+                    f"early stopping at step {step}: {early.metric} has not improved for "
+                    f"{early.patience} evaluations"
+                )
+                stopped_early = True
+
+        if step % config.checkpoint.every_steps == 0 or is_last or stopped_early:
+            if step_metrics:  # never save a state whose recent losses were not checked
+                _check_finite(metrics_lib.mean_of_steps(step_metrics), step, ckpts)
+            ckpts.save_latest(
+                step,
+                state,
+                dict(meta_base, finished=is_last or stopped_early, stopped_early=stopped_early),
+            )
+        if stopped_early:
+            break
+    ckpts.wait()
+    train_time = time.time() - train_start
+
+    summary = final_evaluation(exp, state, ckpts, workdir, history)
+    summary.update(
+        num_params=num_params,
+        step=int(state.step),
+        stopped_early=stopped_early or bool(restored_meta and restored_meta.get("stopped_early")),
+        train_time_s=round(train_time, 2),
+    )
+    ckpt_lib.write_json(workdir / "summary.json", summary)
+    writer.flush()
+    ckpts.close()
+    logging.info("summary: %s", summary)
+    return summary
+
+
+def final_evaluation(exp: Experiment, state, ckpts, workdir: Path, history) -> dict:
+    """Final metrics on `config.eval_splits`, for the final and the best checkpoint, plus the
+    figures; returns the summary without the run-level fields."""
+    config = exp.config
+    metrics = exp.evaluate(state, config.eval_splits)
+    summary: dict[str, Any] = {"metrics": metrics}
+    report_state = state
+    if config.checkpoint.best_metric and ckpts.best_step() is not None:
+        best_state, best_meta = ckpts.restore(exp.abstract_state, "best")
+        best = exp.evaluate(best_state, config.eval_splits)
+        metrics.update({f"best/{k}": v for k, v in best.items()})
+        summary["best_step"] = int(best_meta["step"])
+        # The report draws the best state; its sums are the last evaluation's.
+        report_state = best_state
+    plots.curves(
+        history.records,
+        exp.task.curve_metrics,
+        exp.steps_per_epoch,
+        workdir / "curves.png",
+    )
+    exp.task.report(exp.model, report_state.variables(), workdir, exp.place)
+    for key, value in sorted(metrics.items()):
+        print(f"{key}: {value:.4f}")
+    return summary
+
+
+def _flat_hparams(config) -> dict:
+    flat = flax.traverse_util.flatten_dict(config.to_dict(), sep=".")
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
+
+
+# ------------------------------------------------------------------ eval mode
+def evaluate_checkpoint(config, workdir: str | Path) -> dict:
+    """`--mode=eval`: metrics of the workdir's checkpoint (`config.checkpoint.eval_which`)."""
+    workdir = Path(workdir)
+    exp = build_experiment(config)
+    ckpts = ckpt_lib.RunCheckpoints(workdir, keep=config.checkpoint.keep)
+    which = config.checkpoint.eval_which
+    restored = ckpts.restore(exp.abstract_state, which)
+    if restored is None and which == "best":
+        restored = ckpts.restore(exp.abstract_state, "latest")
+    if restored is None:
+        raise UserError(f"no checkpoint in {workdir}; train first (--mode=train)")
+    state, meta = restored
+    results = exp.evaluate(state, config.eval_splits)
+    out = {"step": int(meta["step"]), "checkpoint": which, "metrics": results}
+    ckpt_lib.write_json(workdir / "eval.json", out)
+    ckpts.close()
+    for key, value in sorted(results.items()):
+        print(f"{key}: {value:.4f}")
+    return out
