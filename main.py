@@ -6,7 +6,11 @@ python main.py --config=configs/classification.py[:preset,...] [--config.key=val
 
 from __future__ import annotations
 
+import os
 import sys
+
+# TensorFlow (imported by tfds and clu) prints CPU-feature banners unless told not to.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -42,13 +46,47 @@ def _config_spec() -> str:
     return config_utils.split_spec(FLAGS["config"].config_filename)[0]
 
 
+def _explain_flag_error(argv: list[str], error: Exception) -> str:
+    """Turns a config_flags parsing error into one line that names the bad key."""
+    if isinstance(error, UserError):  # e.g. an unknown preset, raised by get_config
+        return str(error)
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    try:
+        config = config_utils.load_config(spec) if spec else None
+    except Exception:  # the config file itself is broken: report the original error
+        config = None
+    if config is not None:
+        for arg in argv:
+            if not arg.startswith("--config."):
+                continue
+            key = arg[len("--config.") :].split("=", 1)[0]
+            node, parts = config, key.split(".")
+            for depth, part in enumerate(parts):
+                if not hasattr(node, "keys") or part not in node:
+                    parent = ".".join(parts[:depth]) or "the config"
+                    known = sorted(node.keys()) if hasattr(node, "keys") else []
+                    return f"unknown config key {key!r} (--config.{key}); {parent} has keys {known}"
+                node = node[part]
+    first = str(error).strip().splitlines()
+    return f"bad flags: {first[-1] if first else type(error).__name__}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except Exception as error:  # config_flags raises several types for bad overrides
+        print(f"error: {_explain_flag_error(argv, error)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _hide_gpus_from_tensorflow()
     # Imported after TensorFlow is kept off the GPU.
-    from dllab_jax import benchmark, train
+    from dllab_jax import benchmark, logs, train
 
+    logs.quiet_library_logs()
     config = FLAGS.config
     workdir = FLAGS.workdir or config_utils.default_workdir(_config_spec())
     logging.info("config:\n%s", config)
@@ -67,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

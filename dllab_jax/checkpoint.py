@@ -47,9 +47,21 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(directory.absolute(), options=options)
+def _item_handlers() -> dict:
+    """Handlers named up front, so a manager can read item metadata before any restore."""
+    handlers = {item: ocp.StandardCheckpointHandler() for item in _ARRAY_ITEMS}
+    handlers["meta"] = ocp.JsonCheckpointHandler()
+    return handlers
+
+
+def _manager(directory: Path, keep: int | None, read_only: bool = False) -> ocp.CheckpointManager:
+    if read_only:
+        options = ocp.CheckpointManagerOptions(read_only=True)
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(
+        directory.absolute(), options=options, item_handlers=_item_handlers()
+    )
 
 
 def _state_items(state) -> dict[str, Any]:
@@ -173,9 +185,7 @@ def read_variables(
         directory = workdir / sub
         if not directory.is_dir():
             continue
-        manager = ocp.CheckpointManager(
-            directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True)
-        )
+        manager = _manager(directory, None, read_only=True)
         step = manager.latest_step()
         if step is None:
             continue

@@ -7,11 +7,30 @@ clu is imported here and nowhere else, so it can be swapped in one place.
 from __future__ import annotations
 
 import json
+import logging as py_logging
 from pathlib import Path
 
+from absl import logging
 from clu import metric_writers, periodic_actions
 
 HISTORY_FILE = "metrics.jsonl"
+
+# Libraries whose INFO lines (every orbax save, jax's backend probing) drown the run's own.
+_QUIET_BELOW_WARNING = ("/orbax/", "/jax/_src/xla_bridge.py")
+
+
+class _LibraryInfoFilter(py_logging.Filter):
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        if record.levelno >= py_logging.WARNING:
+            return True
+        return not any(part in record.pathname for part in _QUIET_BELOW_WARNING)
+
+
+def quiet_library_logs() -> None:
+    """Keeps library INFO chatter out of the console; warnings and errors still show."""
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+        handler.addFilter(_LibraryInfoFilter())
 
 
 def create_writer(workdir: str | Path):

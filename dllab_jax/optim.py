@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -52,12 +54,49 @@ def make_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_st
     return schedule
 
 
+class AmsgradState(NamedTuple):
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: optax.Updates
+
+
+def scale_by_amsgrad_torch(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """AMSGrad as torch's Adam/AdamW(amsgrad=True) computes it.
+
+    torch keeps the running maximum of the *raw* second moment and bias-corrects that maximum
+    with the current step; `optax.scale_by_amsgrad` takes the maximum of the bias-corrected
+    moment instead, which gives different updates in the first steps.
+    """
+
+    def init(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+        return AmsgradState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros())
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+        count = optax.safe_increment(state.count)
+        correction1 = 1 - b1 ** count.astype(jnp.float32)
+        correction2 = 1 - b2 ** count.astype(jnp.float32)
+        new_updates = jax.tree.map(
+            lambda m, v: (m / correction1) / (jnp.sqrt(v / correction2) + eps), mu, nu_max
+        )
+        return new_updates, AmsgradState(count, mu, nu, nu_max)
+
+    return optax.GradientTransformation(init, update)
+
+
 def _base_optimizer(opt: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
     name = opt.name
     if name in ("adam", "adamw"):
         # torch's Adam/AdamW (amsgrad keeps the running maximum of the second moment).
         scale = (
-            optax.scale_by_amsgrad(b1=opt.b1, b2=opt.b2, eps=opt.eps)
+            scale_by_amsgrad_torch(b1=opt.b1, b2=opt.b2, eps=opt.eps)
             if opt.amsgrad
             else optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps)
         )

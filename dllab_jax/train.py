@@ -370,7 +370,9 @@ def train_and_evaluate(
     ckpts = ckpt_lib.RunCheckpoints(workdir, keep=config.checkpoint.keep)
     state, restored_meta = initial_state(exp, ckpts)
     start_step = int(restored_meta["step"]) if restored_meta else 0
-    finished = bool(restored_meta and restored_meta.get("finished"))
+    # A run that stopped early stays stopped; one that ran out of steps continues when the
+    # config now asks for more.
+    finished = bool(restored_meta and restored_meta.get("stopped_early"))
     history = logs.History(workdir, resume_step=start_step if restored_meta else None)
     writer = logs.create_writer(workdir)
     if not restored_meta:
@@ -459,7 +461,7 @@ def train_and_evaluate(
             ckpts.save_latest(
                 step,
                 state,
-                dict(meta_base, finished=is_last or stopped_early, stopped_early=stopped_early),
+                dict(meta_base, stopped_early=stopped_early),
             )
         if stopped_early:
             break
