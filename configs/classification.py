@@ -1,8 +1,12 @@
 """E1 image classification (TU Wien DLVC 2024 A1; Ljubljana HW2 task 1).
 
-Offline default (procedural `shapes`, small CNN, 2 CPU cores):
+Offline default (procedural `shapes`: 20k/2k/2k, 10 classes, 32x32; CNN 16/32/64, 73k
+parameters; 12 epochs of 156 steps):
     python main.py --config=configs/classification.py
-    -> checkpoints/classification/summary.json; measured: see README (E1 table).
+    -> checkpoints/classification/summary.json. Measured 2026-11-23 on 2 CPU cores (shared
+    with other jobs): 7 min 44 s wall, test accuracy 0.739 (per-class 0.743), val 0.738.
+    The linear baseline on the same pixels (`:linear`, 30 s) reaches 0.105 test accuracy
+    (0.290 train): position, rotation, scale and clutter defeat a linear model.
 
 Presets, combined with commas (`--config=configs/classification.py:cifar10,vit`):
     data:   cifar10 (tfds, the handout's 40k/10k/10k split), birds (an ImageFolder at
@@ -129,9 +133,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.batch_size = 128  # global, split over all devices
     config.eval_batch_size = 256
-    config.num_epochs = 8.0
+    config.num_epochs = 12.0
     config.num_train_steps = -1  # >0 overrides num_epochs
-    config.eval_every_epochs = 1.0
+    config.eval_every_epochs = 2.0
     config.eval_every_steps = -1  # >0 overrides eval_every_epochs
     config.log_every_steps = 50
     config.eval_during_training = ("val",)  # splits evaluated every eval_every_*

@@ -253,3 +253,53 @@ def test_cli_unknown_config_key_and_missing_data_folder_are_one_line_errors(tmp_
     assert missing.returncode == 2, missing.stderr[-2000:]
     last = missing.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no_such_folder" in last
+
+
+def test_cifar10_preset_trains_under_tfds_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    config = load_config("configs/classification.py:cifar10,smoke")
+    assert (config.data.train_split, config.data.val_split) == ("train[:40000]", "train[40000:]")
+    with tfds.testing.mock_data(num_examples=32):
+        summary = train.train_and_evaluate(config, tmp_path)
+    assert summary["step"] == 6
+    assert 0.0 <= summary["metrics"]["test/accuracy"] <= 1.0
+
+
+def test_birds_preset_trains_on_a_tiny_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 8), ("valid", 2), ("test", 2)):
+        for species in ("ALBATROSS", "CROW", "ZEBRA DOVE"):
+            folder = tmp_path / "birds" / split / species
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    config = load_config("configs/classification.py:birds,smoke")
+    config.data.root = str(tmp_path / "birds")
+    config.data.image_size = 32
+    config.batch_size = config.eval_batch_size = 8
+    summary = train.train_and_evaluate(config, tmp_path / "run")
+    assert summary["step"] == 6
+    exp = train.build_experiment(config)
+    assert exp.task.source("train").info.class_names == ("ALBATROSS", "CROW", "ZEBRA DOVE")
+    assert exp.steps_per_epoch == 3  # 24 images, batch 8
+
+
+def test_early_stopping_stops_after_patience_and_stays_stopped(tmp_path):
+    # min_delta 10 makes every evaluation after the first a non-improvement.
+    config = smoke_config(
+        **{
+            "eval_every_steps": 1,
+            "early_stopping.metric": "val/accuracy",
+            "early_stopping.patience": 2,
+            "early_stopping.min_delta": 10.0,
+        }
+    )
+    summary = train.train_and_evaluate(config, tmp_path)
+    assert summary["stopped_early"] is True
+    assert summary["step"] == 3  # evals at 1 (best), 2 and 3 (no improvement)
+    assert checkpoint.RunCheckpoints(tmp_path).latest_step() == 3
+    again = train.train_and_evaluate(config, tmp_path)  # restarting does not train on
+    assert again["step"] == 3

@@ -23,6 +23,7 @@ MODELS = {
     "cnn": "dllab_jax.models.cnn:CNN",
     "resnet18": "dllab_jax.models.resnet:ResNet18",
     "vit": "dllab_jax.models.vit:ViT",
+    "two_tower": "dllab_jax.models.blip:TwoTower",
 }
 
 
