@@ -149,6 +149,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             best_metric="val/per_class_accuracy",  # '' = keep no best checkpoint
             best_mode="max",
             eval_which="best",  # --mode=eval reads this one
+            async_save=False,  # write checkpoints in a background thread (big models)
         )
     )
     config.early_stopping = ml_collections.ConfigDict(

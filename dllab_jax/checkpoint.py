@@ -54,11 +54,15 @@ def _item_handlers() -> dict:
     return handlers
 
 
-def _manager(directory: Path, keep: int | None, read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(
+    directory: Path, keep: int | None, read_only: bool = False, async_save: bool = False
+) -> ocp.CheckpointManager:
     if read_only:
         options = ocp.CheckpointManagerOptions(read_only=True)
     else:
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        )
     return ocp.CheckpointManager(
         directory.absolute(), options=options, item_handlers=_item_handlers()
     )
@@ -78,10 +82,19 @@ def _state_items(state) -> dict[str, Any]:
 class RunCheckpoints:
     """Latest-K and best-1 checkpoints of one run."""
 
-    def __init__(self, workdir: str | Path, keep: int = 2):
+    def __init__(self, workdir: str | Path, keep: int = 2, async_save: bool = False):
+        """
+        Args:
+          workdir: the run's directory.
+          keep: how many of the latest checkpoints to keep.
+          async_save: write in a background thread. Off by default: with orbax 0.12.8 the
+            background write failed ("Checkpoint directory does not exist: ...-tmp") in a run
+            under `tfds.testing.mock_data`, and for models of this size a synchronous save
+            costs well under a second.
+        """
         self.workdir = Path(workdir)
-        self.latest = _manager(self.workdir / LATEST_DIR, keep)
-        self.best = _manager(self.workdir / BEST_DIR, 1)
+        self.latest = _manager(self.workdir / LATEST_DIR, keep, async_save=async_save)
+        self.best = _manager(self.workdir / BEST_DIR, 1, async_save=async_save)
 
     def _save(self, manager: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
         if not bool(_all_finite(state.params)):

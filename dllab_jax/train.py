@@ -367,7 +367,9 @@ def train_and_evaluate(
     workdir.mkdir(parents=True, exist_ok=True)
     exp = build_experiment(config)
     ckpt_lib.write_json(workdir / "config.json", config.to_dict())
-    ckpts = ckpt_lib.RunCheckpoints(workdir, keep=config.checkpoint.keep)
+    ckpts = ckpt_lib.RunCheckpoints(
+        workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+    )
     state, restored_meta = initial_state(exp, ckpts)
     start_step = int(restored_meta["step"]) if restored_meta else 0
     # A run that stopped early stays stopped; one that ran out of steps continues when the

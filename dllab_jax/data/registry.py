@@ -20,6 +20,9 @@ _SOURCE_MODULES = {
     "shapes": "dllab_jax.data.procedural",
     "cifar10": "dllab_jax.data.tfds_sources",
     "folder": "dllab_jax.data.folder",
+    "captioned_shapes": "dllab_jax.data.captions",
+    "voc_captions": "dllab_jax.data.captions",
+    "flickr8k": "dllab_jax.data.captions",
 }
 
 
