@@ -49,7 +49,7 @@ def run_benchmark(config, workdir: str | Path) -> dict:
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    exp = train.build_experiment(config)
+    exp = train.build_experiment(config, workdir=workdir)
     state = exp.init_state_fn(jax.random.key(config.seed))
     batch = exp.place(_synthetic_batch(exp))
 

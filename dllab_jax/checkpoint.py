@@ -221,6 +221,30 @@ def read_variables(
     )
 
 
+# config.init_from.format -> "module:function(path, which, *, sharding) -> ({item: tree}, meta)"
+# for weights published in another format.
+INIT_FORMATS = {
+    "hf_blip": "dllab_jax.models.blip_import:read_init_variables",
+}
+
+
+def read_init_source(
+    fmt: str, path: str | Path, which: str, *, sharding: jax.sharding.Sharding
+) -> tuple[dict, dict]:
+    """Reads the weights `config.init_from` names: a dllab_jax run or a published format."""
+    if fmt == "dllab":
+        return read_variables(path, which, items=("params", "model_state"), sharding=sharding)
+    if fmt not in INIT_FORMATS:
+        raise UserError(
+            f"unknown config.init_from.format {fmt!r}; use 'dllab' or one of {sorted(INIT_FORMATS)}"
+        )
+    import importlib
+
+    module_name, function = INIT_FORMATS[fmt].split(":")
+    reader = getattr(importlib.import_module(module_name), function)
+    return reader(path, which, sharding=sharding)
+
+
 def load_by_name(
     target,
     source,

@@ -53,3 +53,74 @@ def parse_preset(arg: str | None, known: dict[str, str]) -> list[str]:
         listing = "; ".join(f"{k}: {v}" for k, v in known.items())
         raise UserError(f"unknown preset {unknown} in the config argument; known: {listing}")
     return names
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The keys of the generic loop (dllab_jax/train.py), with their defaults.
+
+    Every config file starts from this and sets `task`, `data`, `model` and what its
+    experiment changes; a comment here documents each key once for all experiments.
+    """
+    config = ml_collections.ConfigDict()
+    config.task = ""  # dllab_jax/tasks/__init__.py TASKS
+    config.seed = 0  # parameter init and the per-step keys (dropout)
+    config.data_seed = 0  # order of training examples and augmentation draws
+
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            name="adamw",  # adam | adamw | sgd
+            learning_rate=1e-3,
+            schedule="constant",  # constant | exponential | linear | cosine
+            decay_rate=0.9,  # exponential: factor per epoch
+            warmup_steps=0,
+            weight_decay=0.01,  # torch AdamW's default
+            amsgrad=False,  # torch's AMSGrad (max of the raw second moment)
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            momentum=0.9,  # sgd only
+            nesterov=False,  # sgd only
+            grad_clip_norm=0.0,  # 0 = no clipping
+            trainable=".*",  # regex over '/'-joined parameter names; the rest is frozen
+        )
+    )
+    config.ema_decay = 0.0  # >0 keeps an EMA of the parameters for evaluation
+
+    config.batch_size = 128  # global, split over all devices
+    config.eval_batch_size = 256
+    config.num_epochs = 10.0
+    config.num_train_steps = -1  # >0 overrides num_epochs
+    config.eval_every_epochs = 1.0
+    config.eval_every_steps = -1  # >0 overrides eval_every_epochs
+    config.log_every_steps = 50
+    config.eval_during_training = ("val",)  # splits evaluated every eval_every_*
+    config.eval_splits = ("val", "test")  # splits in summary.json
+    config.train_eval_limit = 0  # >0: evaluate only the first N training examples
+
+    config.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every_steps=500,  # also saved at the end and when stopping early
+            keep=2,  # latest checkpoints kept for resuming
+            best_metric="",  # e.g. 'val/accuracy'; '' = keep no best checkpoint
+            best_mode="max",
+            eval_which="best",  # --mode=eval reads this one
+            async_save=False,  # write checkpoints in a background thread (big models)
+        )
+    )
+    config.early_stopping = ml_collections.ConfigDict(
+        dict(metric="", patience=0, mode="max", min_delta=0.0)  # metric '' = off
+    )
+    # Start from another run's weights, matched by parameter name (dllab_jax/checkpoint.py).
+    config.init_from = ml_collections.ConfigDict(
+        dict(
+            workdir="",  # the other run's workdir, or a published folder ('' = fresh init)
+            format="dllab",  # dllab (a run of ours) | hf_blip (a Hugging Face BLIP folder)
+            which="best",  # best | latest
+            dont_load=(),  # regexes of parameter names to keep freshly initialised
+            target_prefix="",  # load only names under this prefix here...
+            source_prefix="",  # ...from the same names under this prefix there
+            make_with="",  # config spec that trains the other run if it is missing
+        )
+    )
+    config.benchmark = ml_collections.ConfigDict(dict(warmup_steps=3, steps=10))
+    return config

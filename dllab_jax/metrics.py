@@ -87,3 +87,41 @@ def mean_of_steps(step_metrics: list[Mapping]) -> dict[str, float]:
     step_metrics = jax.device_get(step_metrics)
     keys = step_metrics[0].keys()
     return {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in keys}
+
+
+def retrieval_metrics(
+    similarity: np.ndarray, caption_image: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """Recall@K, median and mean rank, image->text and text->image.
+
+    Args:
+      similarity: [num_images, num_captions] scores (higher = more similar).
+      caption_image: [num_captions] int, the image each caption describes (an image may have
+        several captions).
+      ks: the K of Recall@K.
+
+    Returns:
+      {"i2t_R@K", "t2i_R@K", "i2t_median_rank", "i2t_mean_rank", "t2i_median_rank",
+       "t2i_mean_rank", "mean_R@1"}: image->text ranks each image's best-ranked true caption
+      among all captions; text->image ranks each caption's image among all images. Ranks
+      start at 1; a tie counts against the model (a constant similarity gets the worst rank).
+    """
+    similarity = np.asarray(similarity, np.float64)
+    caption_image = np.asarray(caption_image, np.int64)
+    num_images, num_captions = similarity.shape
+    true_scores = similarity[caption_image, np.arange(num_captions)]  # [num_captions]
+    # Text -> image: how many images score at least as high as the caption's own image.
+    t2i_rank = (similarity >= true_scores[None, :]).sum(axis=0)
+    # Image -> text: rank of each true caption in its image's row; keep the best per image.
+    caption_rank = (similarity[caption_image] >= true_scores[:, None]).sum(axis=1)
+    i2t_rank = np.full(num_images, np.iinfo(np.int64).max)
+    np.minimum.at(i2t_rank, caption_image, caption_rank)
+    i2t_rank = i2t_rank[np.isin(np.arange(num_images), caption_image)]  # images with captions
+    out = {}
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = float(np.mean(ranks <= k))
+        out[f"{name}_median_rank"] = float(np.median(ranks))
+        out[f"{name}_mean_rank"] = float(np.mean(ranks))
+    out["mean_R@1"] = (out["i2t_R@1"] + out["t2i_R@1"]) / 2
+    return out

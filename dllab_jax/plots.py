@@ -57,3 +57,56 @@ def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path, ti
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def retrieval_examples(
+    queries: Sequence[str],
+    images: Sequence[Sequence[np.ndarray]],
+    correct: Sequence[Sequence[bool]],
+    path,
+) -> None:
+    """One row per text query: the query, then its top-ranked images left to right.
+
+    Args:
+      queries: the caption of each row.
+      images: per row, the ranked images ([H, W, 3] uint8).
+      correct: per row and image, whether it is the caption's own image (framed green).
+    """
+    rows, cols = len(queries), max(len(r) for r in images)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.1 * rows), squeeze=False)
+    for r, (query, row_images, row_correct) in enumerate(
+        zip(queries, images, correct, strict=True)
+    ):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row_images):
+                ax.imshow(row_images[c], interpolation="nearest")
+                colour = "tab:green" if row_correct[c] else "lightgrey"
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(colour)
+                    spine.set_linewidth(4 if row_correct[c] else 1)
+            ax.set_title(f"#{c + 1}", fontsize=8)
+        axes[r][0].set_ylabel(
+            "\n".join(_wrap(query, 28)),
+            fontsize=8,
+            rotation=0,
+            ha="right",
+            va="center",
+            labelpad=10,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*lines, line] if line else lines

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -184,12 +185,24 @@ def _resolve_steps(config, train_size: int) -> tuple[int, int, int]:
     return per_epoch, max(1, total), eval_every
 
 
-def build_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
-    """Builds task, model, optimiser and the (abstract) initial state for `config`."""
+def build_experiment(
+    config: ml_collections.ConfigDict, mesh=None, workdir: str | Path | None = None
+) -> Experiment:
+    """Builds task, model, optimiser and the (abstract) initial state for `config`.
+
+    Args:
+      config: the experiment config.
+      mesh: the device mesh (default: every local device).
+      workdir: the run directory, where the task may keep artifacts (a tokenizer); a
+        temporary directory when None.
+    """
     mesh = mesh if mesh is not None else parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
     task = get_task(config)
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dllab_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    task.prepare(workdir)
     model = task.build_model()
     per_epoch, total, eval_every = _resolve_steps(config, len(task.source("train")))
 
@@ -241,25 +254,30 @@ def build_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experiment
 
 
 # --------------------------------------------------------------- init_from
+def make_init_from_run_if_missing(config) -> None:
+    """Trains the run that `config.init_from` loads when it is missing and
+    `config.init_from.make_with` says how (e.g. a pre-training preset); says so."""
+    init = config.init_from
+    if not (init.workdir and init.make_with and init.format == "dllab"):
+        return
+    workdir = Path(init.workdir)
+    if (workdir / ckpt_lib.LATEST_DIR).is_dir():
+        return
+    message = (
+        f"init_from: no checkpoint in {workdir}; making it first with "
+        f"`python main.py --config={init.make_with} --workdir={workdir}`"
+    )
+    logging.warning(message)
+    print(message)
+    train_and_evaluate(config_utils.load_config(init.make_with), workdir)
+
+
 def apply_init_from(state: TrainState, config, mesh) -> TrainState:
     """Loads parameters (and model state) of another run by name (`config.init_from`)."""
     init = config.init_from
     workdir = Path(init.workdir)
-    if init.make_with and not (workdir / ckpt_lib.LATEST_DIR).is_dir():
-        logging.warning(
-            "init_from: no checkpoint in %s; making it first with `python main.py "
-            "--config=%s --workdir=%s`",
-            workdir,
-            init.make_with,
-            workdir,
-        )
-        print(f"init_from: no checkpoint in {workdir}; making it first ({init.make_with})")
-        train_and_evaluate(config_utils.load_config(init.make_with), workdir)
-    sources, meta = ckpt_lib.read_variables(
-        workdir,
-        init.which,
-        items=("params", "model_state"),
-        sharding=parallel.replicated(mesh),
+    sources, meta = ckpt_lib.read_init_source(
+        init.format, workdir, init.which, sharding=parallel.replicated(mesh)
     )
     rules = dict(
         dont_load=tuple(init.dont_load),
@@ -365,7 +383,8 @@ def train_and_evaluate(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    exp = build_experiment(config)
+    make_init_from_run_if_missing(config)
+    exp = build_experiment(config, workdir=workdir)
     ckpt_lib.write_json(workdir / "config.json", config.to_dict())
     ckpts = ckpt_lib.RunCheckpoints(
         workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
@@ -519,7 +538,7 @@ def _flat_hparams(config) -> dict:
 def evaluate_checkpoint(config, workdir: str | Path) -> dict:
     """`--mode=eval`: metrics of the workdir's checkpoint (`config.checkpoint.eval_which`)."""
     workdir = Path(workdir)
-    exp = build_experiment(config)
+    exp = build_experiment(config, workdir=workdir)
     ckpts = ckpt_lib.RunCheckpoints(workdir, keep=config.checkpoint.keep)
     which = config.checkpoint.eval_which
     restored = ckpts.restore(exp.abstract_state, which)

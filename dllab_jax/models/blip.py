@@ -658,6 +658,8 @@ class TwoTower(nn.Module):
         value when learned.
       learn_temperature: learn log(tau) as the parameter `log_temperature`; otherwise tau
         is the constant `init_temperature` and no parameter exists.
+      frozen_encoders: run both encoders in inference mode behind `stop_gradient`, as when
+        only the projections train (the handout): no backward pass through the towers.
       dtype: compute dtype (parameters stay float32; outputs are float32).
     """
 
@@ -682,6 +684,7 @@ class TwoTower(nn.Module):
     embed_dim: int = 128
     init_temperature: float = 0.1
     learn_temperature: bool = False
+    frozen_encoders: bool = False
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -718,8 +721,8 @@ class TwoTower(nn.Module):
 
     def encode_image(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """[B, image_size, image_size, 3] normalised float32 -> [B, embed_dim] unit vectors."""
-        tokens = self.vision_model(images, train=train)
-        return _l2_normalize(self.vision_proj(tokens[:, 0]).astype(jnp.float32))
+        tokens = self.vision_model(images, train=train and not self.frozen_encoders)
+        return _l2_normalize(self.vision_proj(self._maybe_frozen(tokens[:, 0])).astype(jnp.float32))
 
     def encode_text(
         self, input_ids: jnp.ndarray, attention_mask: jnp.ndarray, train: bool = False
@@ -728,8 +731,13 @@ class TwoTower(nn.Module):
 
         The output at the first token (BLIP's tokenizer puts [CLS] there) embeds the text.
         """
-        tokens = self.text_encoder(input_ids, attention_mask, train=train)
-        return _l2_normalize(self.text_proj(tokens[:, 0]).astype(jnp.float32))
+        tokens = self.text_encoder(
+            input_ids, attention_mask, train=train and not self.frozen_encoders
+        )
+        return _l2_normalize(self.text_proj(self._maybe_frozen(tokens[:, 0])).astype(jnp.float32))
+
+    def _maybe_frozen(self, features: jnp.ndarray) -> jnp.ndarray:
+        return jax.lax.stop_gradient(features) if self.frozen_encoders else features
 
     def temperature(self) -> jnp.ndarray:
         """The scalar float32 temperature tau."""

@@ -290,3 +290,19 @@ def two_tower_from_hf(folder: str | Path, **overrides) -> tuple[TwoTower, dict]:
     module = TwoTower(**{**two_tower_kwargs_from_hf_config(read_hf_config(folder)), **overrides})
     params = two_tower_params_from_state_dict(read_hf_state_dict(folder), module)
     return module, {"params": jax.tree.map(jnp.asarray, params)}
+
+
+def read_init_variables(folder: str | Path, which: str = "best", *, sharding=None):
+    """`config.init_from.format = "hf_blip"`: the TwoTower parameters of a Hugging Face
+    `BlipForImageTextRetrieval` folder, for loading by name into a run's model.
+
+    Returns:
+      ({"params": ...}, meta) as `checkpoint.read_variables` does (`which` is ignored: a
+      published folder holds one set of weights).
+    """
+    del which
+    _, variables = two_tower_from_hf(folder)
+    params = variables["params"]
+    if sharding is not None:
+        params = jax.device_put(params, sharding)
+    return {"params": params}, {"step": 0, "source": str(folder)}

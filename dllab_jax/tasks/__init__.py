@@ -9,6 +9,7 @@ from dllab_jax.errors import UserError
 # config.task -> "module:Class"; imported on use.
 TASKS = {
     "classification": "dllab_jax.tasks.classification:ClassificationTask",
+    "retrieval": "dllab_jax.tasks.retrieval:RetrievalTask",
 }
 
 

@@ -35,6 +35,10 @@ class Task:
         self._sources: dict[str, data_lib.Source] = {}
         self.last_sums: dict[str, dict] = {}
 
+    def prepare(self, workdir) -> None:
+        """Called once before anything else with the run's workdir: make or load run artifacts
+        that the data or model need (a tokenizer, say). Default: nothing."""
+
     # ----------------------------------------------------------------- data
     def source(self, split: str) -> data_lib.Source:
         """The data source of a split ('train', 'val', 'test'), built once."""

@@ -1,0 +1,233 @@
+"""E7 image-text retrieval: two towers, symmetric InfoNCE, Recall@K both ways.
+
+Training batches hold one caption per image, drawn afresh each step among the image's
+captions; evaluation embeds every image and every caption of a split and ranks on the full
+similarity matrix (`metrics.retrieval_metrics`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from dllab_jax import metrics as metrics_lib
+from dllab_jax import models
+from dllab_jax.data import tokenizer as tokenizer_lib
+from dllab_jax.data.base import Source
+from dllab_jax.errors import UserError
+from dllab_jax.tasks.base import Task
+from dllab_jax.tasks.classification import normalize_images
+
+TOKENIZER_DIR = "tokenizer"
+
+
+class TokenizedCaptions:
+    """A caption source with its captions tokenised on `get`.
+
+    `get` returns `image`, `input_ids` and `attention_mask` [n, K, L] int32 and
+    `caption_mask` [n, K] float32 (1 = a caption, 0 = an empty slot), where K is the
+    source's captions per image and L the tokenizer's max length.
+    """
+
+    def __init__(self, source: Source, tokenizer, max_len: int):
+        self.source, self.tokenizer, self.max_len = source, tokenizer, max_len
+        self.info = source.info
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def get(self, indices) -> dict[str, np.ndarray]:
+        batch = self.source.get(indices)
+        captions = batch.pop("captions")
+        n, k = captions.shape
+        tokens = tokenizer_lib.tokenize(self.tokenizer, list(captions.reshape(-1)), self.max_len)
+        batch["input_ids"] = tokens["input_ids"].reshape(n, k, self.max_len)
+        batch["attention_mask"] = tokens["attention_mask"].reshape(n, k, self.max_len)
+        batch["caption_mask"] = (captions != "").astype(np.float32)
+        return batch
+
+    def captions(self, indices) -> np.ndarray:
+        """The raw caption strings [n, K] (for figures)."""
+        return self.source.get(indices)["captions"]
+
+
+def pick_one_caption(batch: dict, rng: np.random.Generator) -> dict:
+    """Keeps one random caption per image: [n, K, L] -> [n, L] (a training transform)."""
+    scores = rng.random(batch["caption_mask"].shape) * batch["caption_mask"]
+    choice = scores.argmax(axis=1)  # a random valid caption (every image has at least one)
+    rows = np.arange(len(choice))
+    out = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+    out["input_ids"] = batch["input_ids"][rows, choice]
+    out["attention_mask"] = batch["attention_mask"][rows, choice]
+    out.pop("caption_mask")
+    return out
+
+
+def contrastive_loss(
+    image_embed: jnp.ndarray, text_embed: jnp.ndarray, temperature: jnp.ndarray
+) -> tuple[jnp.ndarray, dict]:
+    """Symmetric InfoNCE, (CE(I T^T / tau) + CE(T I^T / tau)) / 2, over the global batch.
+
+    Under jit the batch is global, so on several devices every image is scored against every
+    caption of the whole batch (XLA gathers the embeddings), as with one device.
+    """
+    logits = image_embed @ text_embed.T / temperature
+    labels = jnp.arange(logits.shape[0])
+    i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    t2i = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+    metrics = {
+        "i2t_batch_accuracy": (logits.argmax(1) == labels).mean(),
+        "t2i_batch_accuracy": (logits.argmax(0) == labels).mean(),
+        "temperature": temperature,
+    }
+    return (i2t + t2i) / 2, metrics
+
+
+class RetrievalTask(Task):
+    curve_metrics = ("loss", "i2t_R@1", "t2i_R@1")
+
+    # ------------------------------------------------------------- tokenizer
+    def prepare(self, workdir: Path) -> None:
+        """Loads or trains the tokenizer and saves it with the run (Hugging Face format).
+
+        Order: `config.tokenizer.dir`; the `init_from` run's tokenizer (its text tower was
+        trained with it); this run's own (resume); else a WordPiece trained on the training
+        captions.
+        """
+        cfg = self.config.tokenizer
+        own = Path(workdir) / TOKENIZER_DIR
+        init_dir = self.config.init_from.workdir
+        candidates = [
+            (cfg.dir, "config.tokenizer.dir"),
+            (Path(init_dir) / TOKENIZER_DIR if init_dir else "", "the init_from run"),
+            (own, "this run"),
+        ]
+        for folder, origin in candidates:
+            if folder and Path(folder).is_dir():
+                self.tokenizer = tokenizer_lib.load_tokenizer(str(folder))
+                logging.info("tokenizer from %s (%s)", folder, origin)
+                break
+        else:
+            from dllab_jax.data.captions import caption_corpus
+
+            corpus = caption_corpus(self.config.data)
+            self.tokenizer = tokenizer_lib.train_wordpiece(corpus, cfg.vocab_size, str(own))
+            print(f"trained a WordPiece tokenizer ({len(self.tokenizer)} tokens) -> {own}")
+        if not own.is_dir():
+            self.tokenizer.save_pretrained(str(own))
+        if len(self.tokenizer) > self.config.model.vocab_size:
+            raise UserError(
+                f"the tokenizer has {len(self.tokenizer)} tokens but config.model.vocab_size is "
+                f"{self.config.model.vocab_size}; raise it to at least {len(self.tokenizer)}"
+            )
+
+    def source(self, split):
+        if split not in self._sources:
+            base = super().source(split)
+            self._sources[split] = TokenizedCaptions(
+                base, self.tokenizer, self.config.tokenizer.max_len
+            )
+        return self._sources[split]
+
+    def augment(self):
+        return pick_one_caption
+
+    # ----------------------------------------------------------------- model
+    def build_model(self):
+        return models.build_model(self.config.model)
+
+    def model_spec(self):
+        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
+        return {"name": self.config.model.name, "kwargs": kwargs}
+
+    def dummy_batch(self, batch_size):
+        height, width, channels = self.source("train").info.image_shape
+        max_len = self.config.tokenizer.max_len
+        return {
+            "image": np.zeros((batch_size, height, width, channels), np.uint8),
+            "input_ids": np.zeros((batch_size, max_len), np.int32),
+            "attention_mask": np.ones((batch_size, max_len), np.int32),
+        }
+
+    def _images(self, batch):
+        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)
+
+    def init_inputs(self, batch):
+        return (self._images(batch), batch["input_ids"], batch["attention_mask"])
+
+    # -------------------------------------------------------------- training
+    def loss(self, model, params, model_state, batch, rng):
+        out = model.apply(
+            {"params": params, **model_state},
+            *self.init_inputs(batch),
+            train=True,
+            rngs={"dropout": rng},
+        )
+        loss, metrics = contrastive_loss(out["image_embed"], out["text_embed"], out["temperature"])
+        return loss, (metrics, model_state)
+
+    # ------------------------------------------------------------ evaluation
+    @functools.cached_property
+    def _embed(self):
+        def embed(model, variables, batch):
+            return model.apply(variables, *self.init_inputs(batch), train=False)
+
+        return jax.jit(embed, static_argnums=0)
+
+    def evaluate(self, model, variables, split, batches, place):
+        """Embeds every image and caption of the split, then ranks on the full matrix."""
+        image_embeds, text_embeds, caption_image = [], [], []
+        num_images = 0
+        for batch in batches:
+            real = int(batch["batch_mask"].sum())
+            n, k, max_len = batch["input_ids"].shape
+            flat = {
+                "image": batch["image"],
+                "input_ids": batch["input_ids"].reshape(n * k, max_len),
+                "attention_mask": batch["attention_mask"].reshape(n * k, max_len),
+            }
+            out = jax.device_get(self._embed(model, variables, place(flat)))
+            image_embeds.append(out["image_embed"][:real])
+            valid = batch["caption_mask"][:real].reshape(-1) > 0
+            text_embeds.append(out["text_embed"][: real * k][valid])
+            caption_image.append((num_images + np.arange(real * k) // k)[valid])
+            num_images += real
+        image_embeds = np.concatenate(image_embeds)
+        text_embeds = np.concatenate(text_embeds)
+        caption_image = np.concatenate(caption_image)
+        similarity = image_embeds @ text_embeds.T
+        self.last_sums[split] = {"similarity": similarity, "caption_image": caption_image}
+        return metrics_lib.retrieval_metrics(similarity, caption_image)
+
+    def finalize(self, sums):  # evaluate() is overridden; nothing is summed per batch
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- report
+    def report(self, model, variables, workdir, place):
+        """For a few validation captions, the top-5 images (the true one framed green)."""
+        from dllab_jax import plots
+
+        split = "val"
+        if split not in self.last_sums:
+            return
+        similarity = self.last_sums[split]["similarity"]
+        caption_image = self.last_sums[split]["caption_image"]
+        source = self.source(split)
+        queries = np.linspace(0, len(caption_image) - 1, 4).astype(int)
+        per_image = source.captions(np.arange(len(source)))
+        flat_captions = per_image.reshape(-1)[per_image.reshape(-1) != ""]
+        top = np.argsort(-similarity[:, queries].T, axis=1)[:, :5]  # [queries, 5] image ids
+        images = source.source.get(np.unique(top))["image"]
+        lookup = {int(i): images[j] for j, i in enumerate(np.unique(top))}
+        plots.retrieval_examples(
+            [str(flat_captions[q]) for q in queries],
+            [[lookup[int(i)] for i in row] for row in top],
+            [[int(i) == int(caption_image[q]) for i in row] for q, row in zip(queries, top)],
+            Path(workdir) / f"retrieval_{split}.png",
+        )
