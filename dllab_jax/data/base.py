@@ -6,7 +6,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+import ml_collections
 import numpy as np
+
+from dllab_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,3 +59,31 @@ class ArraySource:
     def get(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         indices = np.asarray(indices, dtype=np.int64)
         return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def int_key(data_config: ml_collections.ConfigDict, key: str, default: int, minimum: int) -> int:
+    """`data_config[key]` (or `default`) as an int >= `minimum`, else a UserError."""
+    value = data_config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise UserError(f"config.data.{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def image_size_key(
+    data_config: ml_collections.ConfigDict, default: int, minimum: int = 1
+) -> tuple[int, int]:
+    """`data_config.image_size` (an int or (height, width)) as (H, W), else a UserError."""
+    value = data_config.get("image_size", default)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        if isinstance(value, str):
+            raise TypeError
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"config.data.image_size must be an int or (height, width), got {value!r}"
+        ) from None
+    if min(h, w) < minimum:
+        raise UserError(f"config.data.image_size must be at least {minimum} pixels, got {value!r}")
+    return h, w

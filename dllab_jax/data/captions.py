@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 import numpy as np
 
-from dllab_jax.data.base import ArraySource, SourceInfo
+from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key
 from dllab_jax.data.folder import read_image
 from dllab_jax.data.procedural import (
     Background,
@@ -614,30 +614,6 @@ def generate_captioned_shapes(
     return {"image": images, "captions": captions}
 
 
-def _int_key(data_config: ml_collections.ConfigDict, key: str, default: int, minimum: int) -> int:
-    value = data_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise UserError(f"config.data.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _image_size(data_config: ml_collections.ConfigDict, default: int) -> tuple[int, int]:
-    value = data_config.get("image_size", default)
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        if isinstance(value, str):
-            raise TypeError
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"config.data.image_size must be an int or (height, width), got {value!r}"
-        ) from None
-    if min(h, w) < 8:
-        raise UserError(f"config.data.image_size must be at least 8 pixels, got {value!r}")
-    return h, w
-
-
 def _check_split(split: str, name: str) -> None:
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} for data source {name!r}; use one of {SPLITS}")
@@ -645,8 +621,8 @@ def _check_split(split: str, name: str) -> None:
 
 def _shapes_settings(data_config: ml_collections.ConfigDict) -> tuple[int, int, float]:
     """(seed, captions per image, swap fraction) of `captioned_shapes`, validated."""
-    seed = _int_key(data_config, "seed", 0, 0)
-    num_captions = _int_key(data_config, "captions_per_image", 5, 1)
+    seed = int_key(data_config, "seed", 0, 0)
+    num_captions = int_key(data_config, "captions_per_image", 5, 1)
     if num_captions > MAX_CAPTIONS_PER_IMAGE:
         raise UserError(
             f"config.data.captions_per_image must be at most {MAX_CAPTIONS_PER_IMAGE} for "
@@ -677,8 +653,8 @@ def make_captioned_shapes(data_config: ml_collections.ConfigDict, split: str) ->
     """
     _check_split(split, "captioned_shapes")
     seed, num_captions, swap_fraction = _shapes_settings(data_config)
-    num_examples = _int_key(data_config, f"num_{split}", SHAPES_SPLIT_SIZES[split], 0)
-    image_size = _image_size(data_config, 32)
+    num_examples = int_key(data_config, f"num_{split}", SHAPES_SPLIT_SIZES[split], 0)
+    image_size = image_size_key(data_config, 32, minimum=8)
     arrays = generate_captioned_shapes(
         seed, split, num_examples, image_size, num_captions, swap_fraction
     )
@@ -782,7 +758,7 @@ def _num_captions(data_config: ml_collections.ConfigDict, captions: Sequence[Seq
     value = data_config.get("captions_per_image", None)
     if value is None:
         return max(len(c) for c in captions)
-    return _int_key(data_config, "captions_per_image", 5, 1)
+    return int_key(data_config, "captions_per_image", 5, 1)
 
 
 def read_caption_json(path: str) -> dict[str, list[str]]:
@@ -834,7 +810,7 @@ def make_voc_captions(data_config: ml_collections.ConfigDict, split: str) -> Cap
     """
     _check_split(split, "voc_captions")
     root = _root(data_config, "voc_captions", "the VOCdevkit/VOC2012 folder")
-    image_size = _image_size(data_config, 384)
+    image_size = image_size_key(data_config, 384)
     image_dir = _require_dir(
         os.path.join(root, "JPEGImages"), "config.data.root must be the VOCdevkit/VOC2012 folder"
     )
@@ -913,7 +889,7 @@ def make_flickr8k(data_config: ml_collections.ConfigDict, split: str) -> Caption
     """
     _check_split(split, "flickr8k")
     root = _root(data_config, "flickr8k", "the folder holding Images/ and captions.txt")
-    image_size = _image_size(data_config, 384)
+    image_size = image_size_key(data_config, 384)
     image_dir = _require_dir(
         os.path.join(root, "Images"), "the flickr8k layout is root/Images/*.jpg"
     )
@@ -928,8 +904,8 @@ def make_flickr8k(data_config: ml_collections.ConfigDict, split: str) -> Caption
         names = _captioned_subset(names, by_name, data_config, split_file, captions_file)
     else:
         names = sorted(n for n, c in by_name.items() if c)
-        num_val = _int_key(data_config, "num_val", 1000, 0)
-        num_test = _int_key(data_config, "num_test", 1000, 0)
+        num_val = int_key(data_config, "num_val", 1000, 0)
+        num_test = int_key(data_config, "num_test", 1000, 0)
         num_train = len(names) - num_val - num_test
         if num_train < 1:
             raise UserError(
@@ -964,7 +940,7 @@ def caption_corpus(data_config: ml_collections.ConfigDict) -> list[str]:
     name = data_config.get("name", "captioned_shapes")
     if name == "captioned_shapes":
         seed, num_captions, swap_fraction = _shapes_settings(data_config)
-        num_train = _int_key(data_config, "num_train", SHAPES_SPLIT_SIZES["train"], 0)
+        num_train = int_key(data_config, "num_train", SHAPES_SPLIT_SIZES["train"], 0)
         examples = sample_examples(seed, "train", range(num_train), num_captions, swap_fraction)
         return [c for e in examples for c in e.captions]
     if name not in _CORPUS_SOURCES:

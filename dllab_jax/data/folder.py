@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from dllab_jax.data.base import SourceInfo
+from dllab_jax.data.base import SourceInfo, image_size_key
 from dllab_jax.data.registry import register
 from dllab_jax.errors import UserError
 
@@ -96,23 +96,6 @@ class FolderSource:
         return {"image": images, "label": self.labels[indices]}
 
 
-def _image_size(data_config: ml_collections.ConfigDict) -> tuple[int, int]:
-    value = data_config.get("image_size", 224)
-    if isinstance(value, int | np.integer):
-        value = (value, value)
-    try:
-        if isinstance(value, str):
-            raise TypeError
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"config.data.image_size must be an int or (height, width), got {value!r}"
-        ) from None
-    if h < 1 or w < 1:
-        raise UserError(f"config.data.image_size must be positive, got {value!r}")
-    return h, w
-
-
 @register("folder")
 def make_folder(data_config: ml_collections.ConfigDict, split: str) -> FolderSource:
     """The ImageFolder source for `split` ('train', 'val' or 'test').
@@ -128,7 +111,7 @@ def make_folder(data_config: ml_collections.ConfigDict, split: str) -> FolderSou
     root = os.path.expanduser(str(root))
     if not os.path.isdir(root):
         raise UserError(f"image folder root {root} does not exist; set config.data.root")
-    image_size = _image_size(data_config)
+    image_size = image_size_key(data_config, 224)
 
     train_dir = _split_dir(root, "train")
     class_names = tuple(_class_folders(train_dir))

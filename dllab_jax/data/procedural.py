@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 import numpy as np
 
-from dllab_jax.data.base import ArraySource, SourceInfo
+from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key
 from dllab_jax.data.registry import register
 from dllab_jax.errors import UserError
 
@@ -512,28 +512,6 @@ def generate_shapes(
     return {"image": images, "label": labels}
 
 
-def _int_key(data_config: ml_collections.ConfigDict, key: str, default: int, minimum: int) -> int:
-    value = data_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise UserError(f"config.data.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _image_size_key(data_config: ml_collections.ConfigDict, default: int) -> tuple[int, int]:
-    value = data_config.get("image_size", default)
-    try:
-        if isinstance(value, str):
-            raise TypeError
-        h, w = _image_hw(value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"config.data.image_size must be an int or (height, width), got {value!r}"
-        ) from None
-    if min(h, w) < 8:
-        raise UserError(f"config.data.image_size must be at least 8 pixels, got {value!r}")
-    return h, w
-
-
 @register("shapes")
 def make_shapes(data_config: ml_collections.ConfigDict, split: str) -> ArraySource:
     """The `shapes` source for `split` ('train', 'val' or 'test').
@@ -543,11 +521,11 @@ def make_shapes(data_config: ml_collections.ConfigDict, split: str) -> ArraySour
     """
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} for data source 'shapes'; use one of {SPLITS}")
-    seed = _int_key(data_config, "seed", 0, 0)
-    num_examples = _int_key(
+    seed = int_key(data_config, "seed", 0, 0)
+    num_examples = int_key(
         data_config, f"num_{split}", {"train": 20000, "val": 2000, "test": 2000}[split], 0
     )
-    h, w = _image_size_key(data_config, 32)
+    h, w = image_size_key(data_config, 32, minimum=8)
     arrays = generate_shapes(seed, split, num_examples, (h, w))
     info = SourceInfo(num_classes=len(CLASS_KINDS), class_names=CLASS_KINDS, image_shape=(h, w, 3))
     return ArraySource(arrays, info)
