@@ -7,7 +7,9 @@ on the procedural captions (`:pretrain`); if `checkpoints/retrieval-pretrain` is
 default trains it first and says so.
     python main.py --config=configs/retrieval.py
     -> checkpoints/retrieval/summary.json (`val/i2t_R@1`, `val/t2i_R@1`, ...).
-    Measured: see the README (E7 table).
+    Measured 2026-11-23 on 2 CPU cores with no checkpoints present: 7 min 21 s (pre-training 328 s
+    included); val R@1 image->text 0.196, text->image 0.138 (R@10 0.719 / 0.723), test R@1
+    0.166 / 0.143; chance is 0.001. The README's E7 table has the other presets.
 
 Presets (combine with commas):
     pretrain   the towers and projections end to end, learned temperature (the stand-in for
