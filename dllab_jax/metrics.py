@@ -125,3 +125,29 @@ def retrieval_metrics(
         out[f"{name}_mean_rank"] = float(np.mean(ranks))
     out["mean_R@1"] = (out["i2t_R@1"] + out["t2i_R@1"]) / 2
     return out
+
+
+def bleu_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """Corpus BLEU-1..4 as the handout computes it: nltk's `corpus_bleu` on lower-cased
+    whitespace tokens (no smoothing; the brevity penalty uses the closest reference length).
+
+    Args:
+      hypotheses: one generated caption per image, the prompt already stripped.
+      references: per image, its reference captions (at least one).
+
+    Returns:
+      {"bleu1": ..., "bleu2": ..., "bleu3": ..., "bleu4": ...} in [0, 1].
+    """
+    import warnings
+
+    from nltk.translate.bleu_score import corpus_bleu
+
+    hyps = [h.lower().split() for h in hypotheses]
+    refs = [[r.lower().split() for r in rs if r] for rs in references]
+    out = {}
+    with warnings.catch_warnings():
+        # nltk warns when a corpus has no matching n-gram of some order; the score is 0 then.
+        warnings.simplefilter("ignore")
+        for n in (1, 2, 3, 4):
+            out[f"bleu{n}"] = float(corpus_bleu(refs, hyps, weights=(1.0 / n,) * n))
+    return out

@@ -110,3 +110,21 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return [*lines, line] if line else lines
+
+
+def captioned_images(
+    images: Sequence[np.ndarray], generated: Sequence[str], references: Sequence[str], path
+) -> None:
+    """A grid of images, each with its generated (G) and a reference (R) caption."""
+    cols = 4
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, gen, ref in zip(axes.flat, images, generated, references, strict=False):
+        ax.imshow(image, interpolation="nearest")
+        text = "G: " + "\n".join(_wrap(gen, 34)) + "\nR: " + "\n".join(_wrap(ref, 34))
+        ax.set_title(text, fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

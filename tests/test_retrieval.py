@@ -13,8 +13,9 @@ from dllab_jax import checkpoint, parallel, train
 from dllab_jax.config_utils import load_config
 from dllab_jax.data import pipeline
 from dllab_jax.data import tokenizer as tokenizer_lib
+from dllab_jax.data.tokenizer import pick_one_caption
 from dllab_jax.metrics import retrieval_metrics
-from dllab_jax.tasks.retrieval import contrastive_loss, pick_one_caption
+from dllab_jax.tasks.retrieval import contrastive_loss
 
 TOWERS = ("vision_model", "text_encoder")
 

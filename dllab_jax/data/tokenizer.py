@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
+from dllab_jax.data.base import Source
 from dllab_jax.errors import UserError
 
 # BERT's special tokens in id order: [PAD] must be 0 (BLIP masks padding by id 0).
@@ -158,3 +159,92 @@ def tokenize(
             len(texts), max_len
         ),
     }
+
+
+RUN_TOKENIZER_DIR = "tokenizer"
+
+
+def tokenizer_for_run(config, workdir) -> transformers.BertTokenizerFast:
+    """The tokenizer of a text run, saved with it (`<workdir>/tokenizer`, HF format).
+
+    Order: `config.tokenizer.dir`; the `config.init_from` run's tokenizer (its text tower was
+    trained with it); this run's own (resume); else a WordPiece of
+    `config.tokenizer.vocab_size` trained on the training captions of `config.data`.
+    Checks that `config.model.vocab_size` holds it.
+    """
+    from pathlib import Path
+
+    from absl import logging
+
+    own = Path(workdir) / RUN_TOKENIZER_DIR
+    init_dir = config.init_from.workdir
+    candidates = [
+        (config.tokenizer.dir, "config.tokenizer.dir"),
+        (Path(init_dir) / RUN_TOKENIZER_DIR if init_dir else "", "the init_from run"),
+        (own, "this run"),
+    ]
+    for folder, origin in candidates:
+        if folder and Path(folder).is_dir():
+            tokenizer = load_tokenizer(str(folder))
+            logging.info("tokenizer from %s (%s)", folder, origin)
+            break
+    else:
+        from dllab_jax.data.captions import caption_corpus
+
+        corpus = caption_corpus(config.data)
+        tokenizer = train_wordpiece(corpus, config.tokenizer.vocab_size, str(own))
+        print(f"trained a WordPiece tokenizer ({len(tokenizer)} tokens) -> {own}")
+    if not own.is_dir():
+        tokenizer.save_pretrained(str(own))
+    if len(tokenizer) > config.model.vocab_size:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but config.model.vocab_size is "
+            f"{config.model.vocab_size}; raise it to at least {len(tokenizer)}"
+        )
+    return tokenizer
+
+
+class TokenizedCaptions:
+    """A caption source with its captions tokenised on `get`.
+
+    `get` returns `image`, the raw `captions` [n, K] (host only: for references and
+    figures), `input_ids` and `attention_mask` [n, K, L] int32 and
+    `caption_mask` [n, K] float32 (1 = a caption, 0 = an empty slot), where K is the
+    source's captions per image and L the tokenizer's max length.
+    """
+
+    def __init__(self, source: Source, tokenizer, max_len: int, prefix: str = ""):
+        """`prefix` is prepended to every caption before tokenising (a captioning prompt)."""
+        self.source, self.tokenizer, self.max_len = source, tokenizer, max_len
+        self.prefix = prefix
+        self.info = source.info
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def get(self, indices) -> dict[str, np.ndarray]:
+        batch = self.source.get(indices)
+        captions = batch["captions"]  # kept (host only) for references and figures
+        n, k = captions.shape
+        texts = [self.prefix + c if c else "" for c in captions.reshape(-1)]
+        tokens = tokenize(self.tokenizer, texts, self.max_len)
+        batch["input_ids"] = tokens["input_ids"].reshape(n, k, self.max_len)
+        batch["attention_mask"] = tokens["attention_mask"].reshape(n, k, self.max_len)
+        batch["caption_mask"] = (captions != "").astype(np.float32)
+        return batch
+
+    def captions(self, indices) -> np.ndarray:
+        """The raw caption strings [n, K] (for figures)."""
+        return self.source.get(indices)["captions"]
+
+
+def pick_one_caption(batch: dict, rng: np.random.Generator) -> dict:
+    """Keeps one random caption per image: [n, K, L] -> [n, L] (a training transform)."""
+    scores = rng.random(batch["caption_mask"].shape) * batch["caption_mask"]
+    choice = scores.argmax(axis=1)  # a random valid caption (every image has at least one)
+    rows = np.arange(len(choice))
+    drop = ("input_ids", "attention_mask", "caption_mask", "captions")
+    out = {k: v for k, v in batch.items() if k not in drop}
+    out["input_ids"] = batch["input_ids"][rows, choice]
+    out["attention_mask"] = batch["attention_mask"][rows, choice]
+    return out

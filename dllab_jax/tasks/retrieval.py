@@ -14,59 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
 from dllab_jax import metrics as metrics_lib
 from dllab_jax import models
 from dllab_jax.data import tokenizer as tokenizer_lib
-from dllab_jax.data.base import Source
-from dllab_jax.errors import UserError
+from dllab_jax.data.tokenizer import TokenizedCaptions, pick_one_caption
 from dllab_jax.tasks.base import Task
 from dllab_jax.tasks.classification import normalize_images
-
-TOKENIZER_DIR = "tokenizer"
-
-
-class TokenizedCaptions:
-    """A caption source with its captions tokenised on `get`.
-
-    `get` returns `image`, `input_ids` and `attention_mask` [n, K, L] int32 and
-    `caption_mask` [n, K] float32 (1 = a caption, 0 = an empty slot), where K is the
-    source's captions per image and L the tokenizer's max length.
-    """
-
-    def __init__(self, source: Source, tokenizer, max_len: int):
-        self.source, self.tokenizer, self.max_len = source, tokenizer, max_len
-        self.info = source.info
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def get(self, indices) -> dict[str, np.ndarray]:
-        batch = self.source.get(indices)
-        captions = batch.pop("captions")
-        n, k = captions.shape
-        tokens = tokenizer_lib.tokenize(self.tokenizer, list(captions.reshape(-1)), self.max_len)
-        batch["input_ids"] = tokens["input_ids"].reshape(n, k, self.max_len)
-        batch["attention_mask"] = tokens["attention_mask"].reshape(n, k, self.max_len)
-        batch["caption_mask"] = (captions != "").astype(np.float32)
-        return batch
-
-    def captions(self, indices) -> np.ndarray:
-        """The raw caption strings [n, K] (for figures)."""
-        return self.source.get(indices)["captions"]
-
-
-def pick_one_caption(batch: dict, rng: np.random.Generator) -> dict:
-    """Keeps one random caption per image: [n, K, L] -> [n, L] (a training transform)."""
-    scores = rng.random(batch["caption_mask"].shape) * batch["caption_mask"]
-    choice = scores.argmax(axis=1)  # a random valid caption (every image has at least one)
-    rows = np.arange(len(choice))
-    out = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
-    out["input_ids"] = batch["input_ids"][rows, choice]
-    out["attention_mask"] = batch["attention_mask"][rows, choice]
-    out.pop("caption_mask")
-    return out
 
 
 def contrastive_loss(
@@ -94,38 +48,7 @@ class RetrievalTask(Task):
 
     # ------------------------------------------------------------- tokenizer
     def prepare(self, workdir: Path) -> None:
-        """Loads or trains the tokenizer and saves it with the run (Hugging Face format).
-
-        Order: `config.tokenizer.dir`; the `init_from` run's tokenizer (its text tower was
-        trained with it); this run's own (resume); else a WordPiece trained on the training
-        captions.
-        """
-        cfg = self.config.tokenizer
-        own = Path(workdir) / TOKENIZER_DIR
-        init_dir = self.config.init_from.workdir
-        candidates = [
-            (cfg.dir, "config.tokenizer.dir"),
-            (Path(init_dir) / TOKENIZER_DIR if init_dir else "", "the init_from run"),
-            (own, "this run"),
-        ]
-        for folder, origin in candidates:
-            if folder and Path(folder).is_dir():
-                self.tokenizer = tokenizer_lib.load_tokenizer(str(folder))
-                logging.info("tokenizer from %s (%s)", folder, origin)
-                break
-        else:
-            from dllab_jax.data.captions import caption_corpus
-
-            corpus = caption_corpus(self.config.data)
-            self.tokenizer = tokenizer_lib.train_wordpiece(corpus, cfg.vocab_size, str(own))
-            print(f"trained a WordPiece tokenizer ({len(self.tokenizer)} tokens) -> {own}")
-        if not own.is_dir():
-            self.tokenizer.save_pretrained(str(own))
-        if len(self.tokenizer) > self.config.model.vocab_size:
-            raise UserError(
-                f"the tokenizer has {len(self.tokenizer)} tokens but config.model.vocab_size is "
-                f"{self.config.model.vocab_size}; raise it to at least {len(self.tokenizer)}"
-            )
+        self.tokenizer = tokenizer_lib.tokenizer_for_run(self.config, workdir)
 
     def source(self, split):
         if split not in self._sources:
