@@ -225,6 +225,7 @@ def read_variables(
 # for weights published in another format.
 INIT_FORMATS = {
     "hf_blip": "dllab_jax.models.blip_import:read_init_variables",
+    "hf_blip_captioner": "dllab_jax.models.captioner_import:read_init_variables",
 }
 
 

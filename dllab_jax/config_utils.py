@@ -114,7 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.init_from = ml_collections.ConfigDict(
         dict(
             workdir="",  # the other run's workdir, or a published folder ('' = fresh init)
-            format="dllab",  # dllab (a run of ours) | hf_blip (a Hugging Face BLIP folder)
+            # dllab (a run of ours) | hf_blip (a HF BlipForImageTextRetrieval folder) |
+            # hf_blip_captioner (a HF BlipForConditionalGeneration folder)
+            format="dllab",
             which="best",  # best | latest
             dont_load=(),  # regexes of parameter names to keep freshly initialised
             target_prefix="",  # load only names under this prefix here...

@@ -24,6 +24,7 @@ MODELS = {
     "resnet18": "dllab_jax.models.resnet:ResNet18",
     "vit": "dllab_jax.models.vit:ViT",
     "two_tower": "dllab_jax.models.blip:TwoTower",
+    "blip_captioner": "dllab_jax.models.captioner:BlipCaptioner",
 }
 
 

@@ -331,8 +331,8 @@ class _TextEmbeddings(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        """[B, L] int -> [B, L, D]; positions 0..L-1."""
+    def __call__(self, input_ids: jnp.ndarray, *, train: bool, start=0) -> jnp.ndarray:
+        """[B, L] int -> [B, L, D]; positions start..start+L-1 (start > 0 in cached decoding)."""
         length = input_ids.shape[1]
         if length > self.max_position_embeddings:
             # A gather past the table would clip silently to the last row.
@@ -345,7 +345,7 @@ class _TextEmbeddings(nn.Module):
         )
         x = embed(self.vocab_size, name="word_embeddings")(input_ids)
         x = x + embed(self.max_position_embeddings, name="position_embeddings")(
-            jnp.arange(length)[None]
+            start + jnp.arange(length)[None]
         )
         x = nn.LayerNorm(
             epsilon=self.layer_norm_eps, dtype=self.dtype, use_fast_variance=False, name="LayerNorm"
@@ -371,7 +371,14 @@ class _TextOutput(nn.Module):
 
 
 class _TextQKV(nn.Module):
-    """`query`, `key`, `value` Dense layers and attention (HF BlipTextSelfAttention)."""
+    """`query`, `key`, `value` Dense layers and attention (HF BlipTextSelfAttention).
+
+    With `cache` set, keys and values live in the flax "cache" collection (see
+    `BlipTextEncoder`'s `decode`): "self" appends this call's keys at `cache_start` to
+    `cached_key`/`cached_value` [B, cache_length, D] and attends to the filled part; "cross"
+    stores the keys/values of `context` as `cross_key`/`cross_value` [B, Lk, D] when a
+    context is given and reuses them when it is None.
+    """
 
     hidden_size: int
     num_heads: int
@@ -380,15 +387,49 @@ class _TextQKV(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jnp.ndarray, context: jnp.ndarray, mask: jnp.ndarray | None, *, train: bool
+        self,
+        x: jnp.ndarray,
+        context: jnp.ndarray | None,
+        mask: jnp.ndarray | None,
+        *,
+        train: bool,
+        cache: str | None = None,
+        cache_start: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         """Queries from x [B, L, D], keys/values from context [B, Lk, Dk] -> [B, L, D]."""
         dense = functools.partial(nn.Dense, self.hidden_size, dtype=self.dtype, kernel_init=_INIT)
+        query = dense(name="query")(x)
+        if cache == "cross" and context is None:
+            key = self.get_variable("cache", "cross_key")
+            value = self.get_variable("cache", "cross_value")
+            if key is None:
+                raise ValueError(
+                    "no cached image keys: give encoder_hidden_states at the first step"
+                )
+        else:
+            key, value = dense(name="key")(context), dense(name="value")(context)
+        if cache == "cross" and context is not None:
+            self.put_variable("cache", "cross_key", key)
+            self.put_variable("cache", "cross_value", value)
+        if cache == "self":
+            # The first decode call (no cache yet) only allocates it, sized by its input.
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+            cached_value = self.variable(
+                "cache", "cached_value", jnp.zeros, value.shape, value.dtype
+            )
+            if cache_start is not None:
+                at = (0, cache_start, 0)
+                key = jax.lax.dynamic_update_slice(cached_key.value, key, at)
+                value = jax.lax.dynamic_update_slice(cached_value.value, value, at)
+                cached_key.value, cached_value.value = key, value
+                # Query t sits at position cache_start + t and sees every position up to it.
+                positions = cache_start + jnp.arange(x.shape[1])
+                mask = (jnp.arange(key.shape[1])[None, :] <= positions[:, None])[None, None]
         return _attention(
             self,
-            dense(name="query")(x),
-            dense(name="key")(context),
-            dense(name="value")(context),
+            query,
+            key,
+            value,
             mask,
             num_heads=self.num_heads,
             dropout_rate=self.attention_dropout,
@@ -409,11 +450,18 @@ class _TextAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jnp.ndarray, context: jnp.ndarray, mask: jnp.ndarray | None, *, train: bool
+        self,
+        x: jnp.ndarray,
+        context: jnp.ndarray | None,
+        mask: jnp.ndarray | None,
+        *,
+        train: bool,
+        cache: str | None = None,
+        cache_start: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         y = _TextQKV(
             self.hidden_size, self.num_heads, self.attention_dropout, dtype=self.dtype, name="self"
-        )(x, context, mask, train=train)
+        )(x, context, mask, train=train, cache=cache, cache_start=cache_start)
         return _TextOutput(
             self.hidden_size, self.layer_norm_eps, self.dropout, dtype=self.dtype, name="output"
         )(y, x, train=train)
@@ -466,8 +514,14 @@ class BlipTextLayer(nn.Module):
         cross_mask: jnp.ndarray | None = None,
         *,
         train: bool = False,
+        decode: bool = False,
+        cache_start: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
-        """[B, L, D] -> [B, L, D]; masks are bool [B, 1, L, L] and [B, 1, L, Lk] (or None)."""
+        """[B, L, D] -> [B, L, D]; masks are bool [B, 1, L, L] and [B, 1, L, Lk] (or None).
+
+        `decode` keeps keys/values in the "cache" collection (see `BlipTextEncoder`);
+        `cache_start` is the position of x's first token, None on the allocating call.
+        """
         attention = functools.partial(
             _TextAttention,
             self.hidden_size,
@@ -477,9 +531,22 @@ class BlipTextLayer(nn.Module):
             self.attention_dropout,
             dtype=self.dtype,
         )
-        x = attention(name="attention")(x, x, self_mask, train=train)
+        x = attention(name="attention")(
+            x,
+            x,
+            self_mask,
+            train=train,
+            cache="self" if decode else None,
+            cache_start=cache_start,
+        )
         if self.cross_attention:
-            x = attention(name="crossattention")(x, encoder_hidden_states, cross_mask, train=train)
+            x = attention(name="crossattention")(
+                x,
+                encoder_hidden_states,
+                cross_mask,
+                train=train,
+                cache="cross" if decode else None,
+            )
         y = _TextIntermediate(self.mlp_dim, dtype=self.dtype, name="intermediate")(x)
         return _TextOutput(
             self.hidden_size, self.layer_norm_eps, self.dropout, dtype=self.dtype, name="output"
@@ -493,10 +560,26 @@ class _TextLayers(nn.Module):
     layer_kwargs: dict
 
     @nn.compact
-    def __call__(self, x, self_mask, encoder_hidden_states, cross_mask, *, train: bool):
+    def __call__(
+        self,
+        x,
+        self_mask,
+        encoder_hidden_states,
+        cross_mask,
+        *,
+        train: bool,
+        decode: bool = False,
+        cache_start=None,
+    ):
         for i in range(self.num_layers):
             x = BlipTextLayer(**self.layer_kwargs, name=f"layer_{i}")(
-                x, self_mask, encoder_hidden_states, cross_mask, train=train
+                x,
+                self_mask,
+                encoder_hidden_states,
+                cross_mask,
+                train=train,
+                decode=decode,
+                cache_start=cache_start,
             )
         return x
 
@@ -508,6 +591,21 @@ class BlipTextEncoder(nn.Module):
     tokens. As the captioning decoder: `causal=True` (each token sees itself and earlier
     tokens) and `cross_attention=True` (each layer also attends to `encoder_hidden_states`,
     the image tokens), as HF's `BlipTextModel(..., encoder_hidden_states=..., is_decoder=True)`.
+
+    Cached decoding (`decode=True`, causal only) keeps every layer's self-attention keys and
+    values, the cross-attention keys/values of the image tokens and the next position
+    (`cache_index`) in the flax "cache" collection, so each new token costs one position:
+      1. allocate: call with `decode=True` on variables without "cache" and
+         `mutable=["cache"]`; input_ids [B, cache_length] (zeros will do) and
+         encoder_hidden_states [B, Lk, .] fix the cache's shapes. The call computes the
+         ordinary forward and returns an empty cache (index 0, zero keys; use
+         `jax.eval_shape` for its shapes without computing anything).
+      2. step: call with `decode=True`, the cache and `mutable=["cache"]`; input_ids [B, T]
+         are the next T tokens (the prompt first, then one token at a time) at positions
+         cache_index..cache_index+T-1, attention_mask None (no padding inside the sequence).
+         The first step gives encoder_hidden_states (their keys/values are cached), later
+         steps give None.
+    The hidden states equal the full forward's at the same positions.
 
     Submodules: `embeddings` (`word_embeddings`, `position_embeddings`, `LayerNorm`),
     `encoder/layer_<i>` (see `BlipTextLayer`).
@@ -552,6 +650,7 @@ class BlipTextEncoder(nn.Module):
         encoder_attention_mask: jnp.ndarray | None = None,
         *,
         train: bool = False,
+        decode: bool = False,
     ) -> jnp.ndarray:
         """Encodes token ids.
 
@@ -563,17 +662,31 @@ class BlipTextEncoder(nn.Module):
             `cross_attention`, refused without it.
           encoder_attention_mask: [B, Lk], 1 = attend; None = all.
           train: apply dropout.
+          decode: cached decoding (see the class docstring); needs `causal` and
+            `mutable=["cache"]`; encoder_hidden_states may then be None after the first step.
 
         Returns:
           [B, L, hidden_size], HF's `last_hidden_state` (padding positions included).
         """
-        if self.cross_attention != (encoder_hidden_states is not None):
+        given = encoder_hidden_states is not None
+        if self.cross_attention != given and not (decode and self.cross_attention):
             # Parameters exist only for the mode chosen at construction: say so, early.
             raise ValueError(
                 "encoder_hidden_states must be given exactly when cross_attention=True "
                 f"(cross_attention={self.cross_attention})"
             )
         b, length = input_ids.shape
+        cache_start = None
+        if decode:
+            if not self.causal:
+                raise ValueError("decode=True is for the causal decoder (causal=True)")
+            allocated = self.has_variable("cache", "cache_index")
+            index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+            if allocated:
+                if attention_mask is not None:
+                    raise ValueError("decode steps take no attention_mask (no padding in a step)")
+                cache_start = index.value
+                index.value = cache_start + length
         if attention_mask is None:
             attention_mask = jnp.ones((b, length), bool)
         self_mask = jnp.broadcast_to(
@@ -582,7 +695,7 @@ class BlipTextEncoder(nn.Module):
         if self.causal:
             self_mask = self_mask & jnp.tril(jnp.ones((length, length), bool))
         cross_mask = None
-        if self.cross_attention:
+        if given:
             expected = self.encoder_hidden_size or self.hidden_size
             if encoder_hidden_states.shape[-1] != expected:
                 raise ValueError(
@@ -599,7 +712,7 @@ class BlipTextEncoder(nn.Module):
             self.dropout,
             dtype=self.dtype,
             name="embeddings",
-        )(input_ids, train=train)
+        )(input_ids, train=train, start=0 if cache_start is None else cache_start)
         layer_kwargs = dict(
             hidden_size=self.hidden_size,
             num_heads=self.num_heads,
@@ -611,7 +724,13 @@ class BlipTextEncoder(nn.Module):
             dtype=self.dtype,
         )
         return _TextLayers(self.num_layers, layer_kwargs, name="encoder")(
-            x, self_mask, encoder_hidden_states, cross_mask, train=train
+            x,
+            self_mask,
+            encoder_hidden_states,
+            cross_mask,
+            train=train,
+            decode=decode,
+            cache_start=cache_start,
         )
 
 

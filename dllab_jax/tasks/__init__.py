@@ -10,6 +10,7 @@ from dllab_jax.errors import UserError
 TASKS = {
     "classification": "dllab_jax.tasks.classification:ClassificationTask",
     "retrieval": "dllab_jax.tasks.retrieval:RetrievalTask",
+    "captioning": "dllab_jax.tasks.captioning:CaptioningTask",
 }
 
 

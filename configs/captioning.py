@@ -1,0 +1,176 @@
+"""E6 image captioning (Freiburg DL Lab 2023/2025): BLIP-style captioner, decoding, BLEU-4.
+
+Offline default: a small captioner on the procedural captioned scenes, its image encoder
+initialised from the retrieval experiment's pre-trained tower (`configs/retrieval.py:pretrain`,
+trained first if missing) and frozen; the text decoder is trained with the teacher-forced LM
+loss on "a picture of " + caption; validation decodes greedily and scores BLEU.
+    python main.py --config=configs/captioning.py
+    -> checkpoints/captioning/summary.json (`val/bleu4`, `val/bleu1..3`, captions/s).
+    Measured: see the README (E6 table).
+Decoding settings are presets, usable at evaluation on a trained run:
+    python main.py --config=configs/captioning.py:topk --mode=eval --workdir=checkpoints/captioning
+
+Presets (combine with commas):
+    greedy (default), topk (top-k 50, temperature 1.0), topk_t07 (temperature 0.7), topp
+    (nucleus 0.9), beam (3 beams); prompts: this_is_a, this_image_depicts, an_image_of (the
+    default prompt is "a picture of "); voc_blip (BLIP base from a local Hugging Face
+    `BlipForConditionalGeneration` folder on VOC 2012 images with their captions); smoke.
+Handout reference (BLEU-4 on VOC val with BLIP base): greedy 0.28, top-k 50 at T 1.0 0.07,
+at T 0.7 0.13; prompt "an image of" 0.26.
+"""
+
+import ml_collections
+
+from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.models.blip import BLIP_MEAN, BLIP_STD
+from dllab_jax.models.captioner import CAPTIONER_SIZES
+
+PRESETS = {
+    "greedy": "greedy decoding (the default)",
+    "topk": "top-k sampling, k 50, temperature 1.0",
+    "topk_t07": "top-k sampling, k 50, temperature 0.7",
+    "topp": "nucleus sampling, p 0.9",
+    "beam": "beam search, 3 beams",
+    "this_is_a": "prompt 'this is a '",
+    "this_image_depicts": "prompt 'this image depicts '",
+    "an_image_of": "prompt 'an image of '",
+    "voc_blip": "BLIP base captioner from a local HF folder on VOC 2012 + captions JSON",
+    "smoke": "tiny splits and a few steps (tests)",
+}
+RETRIEVAL_PRETRAIN = "checkpoints/retrieval-pretrain"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    presets = parse_preset(arg, PRESETS)
+    config = base_config()  # the loop's keys, documented in dllab_jax/config_utils.py
+    config.task = "captioning"
+    config.data = ml_collections.ConfigDict(
+        dict(
+            name="captioned_shapes",  # dllab_jax/data/captions.py
+            seed=0,
+            num_train=20_000,
+            num_val=500,
+            num_test=500,
+            image_size=32,
+            captions_per_image=5,
+            swap_fraction=0.5,
+            mean=BLIP_MEAN,
+            std=BLIP_STD,
+        )
+    )
+    config.tokenizer = ml_collections.ConfigDict(
+        dict(
+            dir="",  # a Hugging Face tokenizer folder; '' = the init_from run's, or train one
+            vocab_size=512,  # WordPiece size when one is trained
+            max_len=40,  # prompt + caption + [SEP] during training
+        )
+    )
+    # The image tower has the retrieval pre-training's sizes, so its weights load by name.
+    config.model = ml_collections.ConfigDict(
+        dict(
+            name="blip_captioner",
+            image_size=32,
+            patch_size=4,
+            vision_hidden_size=96,
+            vision_layers=2,
+            vision_heads=3,
+            vision_mlp_dim=384,
+            vocab_size=512,
+            text_hidden_size=128,
+            text_layers=2,
+            text_heads=4,
+            text_mlp_dim=512,
+            max_text_len=40,
+            frozen_vision=True,  # the pre-trained image tower runs behind stop_gradient
+            dtype="float32",
+        )
+    )
+    config.label_smoothing = 0.0  # BLIP fine-tunes its captioner with 0.1
+    config.decoding = ml_collections.ConfigDict(
+        dict(
+            prompt="a picture of ",  # BLIP's captioning prompt
+            strategy="greedy",  # greedy | top_k | top_p | beam
+            max_length=30,  # tokens, prompt included (the handout's setting)
+            min_length=10,  # no [SEP] before this many tokens, prompt included
+            top_k=50,
+            top_p=0.9,
+            temperature=1.0,
+            num_beams=3,
+            seed=0,  # sampling key
+        )
+    )
+
+    config.optimizer.learning_rate = 5e-4
+    config.optimizer.weight_decay = 0.05
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 100
+    config.optimizer.trainable = "text_decoder/.*"  # the pre-trained image tower stays frozen
+    config.num_epochs = 4.0
+    config.batch_size = 128
+    config.eval_batch_size = 100
+    config.eval_every_epochs = 2.0
+    config.checkpoint.best_metric = "val/bleu4"
+    config.init_from.workdir = RETRIEVAL_PRETRAIN
+    config.init_from.target_prefix = "vision_model/"
+    config.init_from.source_prefix = "vision_model/"
+    config.init_from.make_with = "configs/retrieval.py:pretrain"
+
+    for name in presets:
+        if name == "topk":
+            config.decoding.strategy, config.decoding.temperature = "top_k", 1.0
+        elif name == "topk_t07":
+            config.decoding.strategy, config.decoding.temperature = "top_k", 0.7
+        elif name == "topp":
+            config.decoding.strategy = "top_p"
+        elif name == "beam":
+            config.decoding.strategy = "beam"
+        elif name == "this_is_a":
+            config.decoding.prompt = "this is a "
+        elif name == "this_image_depicts":
+            config.decoding.prompt = "this image depicts "
+        elif name == "an_image_of":
+            config.decoding.prompt = "an image of "
+        elif name == "voc_blip":
+            config.data = ml_collections.ConfigDict(
+                dict(
+                    name="voc_captions",
+                    root="data/VOCdevkit/VOC2012",
+                    captions_json="data/voc_captions.json",
+                    image_size=384,
+                    skip_uncaptioned=False,
+                    mean=BLIP_MEAN,
+                    std=BLIP_STD,
+                )
+            )
+            blip_folder = "data/blip-image-captioning-base"
+            config.model = ml_collections.ConfigDict(
+                dict(
+                    name="blip_captioner",
+                    **CAPTIONER_SIZES["blip_base"],
+                    frozen_vision=True,
+                    dtype="float32",
+                )
+            )
+            config.init_from.workdir = blip_folder
+            config.init_from.format = "hf_blip_captioner"
+            config.init_from.target_prefix = config.init_from.source_prefix = ""
+            config.init_from.make_with = ""
+            config.tokenizer.dir = blip_folder
+            config.tokenizer.vocab_size = 30524
+            # The handout evaluates the published captioner without training it.
+            config.num_train_steps = 1
+            config.optimizer.learning_rate = 0.0
+            config.batch_size = config.eval_batch_size = 16
+        elif name == "smoke":
+            if config.data.name == "captioned_shapes":
+                config.data.num_train, config.data.num_val, config.data.num_test = 64, 16, 16
+            config.batch_size = 16
+            config.eval_batch_size = 8
+            config.num_train_steps = 4
+            config.eval_every_steps = 2
+            config.log_every_steps = 2
+            config.checkpoint.every_steps = 2
+            if config.init_from.make_with:
+                config.init_from.workdir = RETRIEVAL_PRETRAIN + "-smoke"
+                config.init_from.make_with = "configs/retrieval.py:pretrain,smoke"
+    return config

@@ -1,0 +1,223 @@
+"""E6 image captioning: a BLIP-style captioner, teacher-forced LM loss, decoded BLEU.
+
+Training text is `prompt + caption` (BLIP's "a picture of "), starting with [DEC] and ending
+with [SEP]; the loss covers the caption tokens and [SEP], not the prompt. Evaluation decodes
+every image of the split in one jitted program per batch (`dllab_jax.decoding`) with the
+config's strategy and scores corpus BLEU-1..4 against all references of each image.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dllab_jax import decoding, models
+from dllab_jax import metrics as metrics_lib
+from dllab_jax.data import tokenizer as tokenizer_lib
+from dllab_jax.data.tokenizer import TokenizedCaptions, pick_one_caption
+from dllab_jax.tasks.base import Task
+from dllab_jax.tasks.classification import normalize_images
+
+
+class CaptioningTask(Task):
+    curve_metrics = ("loss", "bleu4")
+
+    # ------------------------------------------------------------- tokens
+    def prepare(self, workdir: Path) -> None:
+        self.tokenizer = tokenizer_lib.tokenizer_for_run(self.config, workdir)
+        self.bos_id = self.tokenizer.convert_tokens_to_ids(tokenizer_lib.DEC_TOKEN)
+        self.eos_id = self.tokenizer.sep_token_id
+        self.pad_id = self.tokenizer.pad_token_id
+        # BLIP's prompt ids: [DEC] + the prompt's word pieces, without the closing [SEP].
+        words = self.tokenizer(self.config.decoding.prompt, add_special_tokens=False)
+        self.prompt_ids = np.asarray([self.bos_id, *words["input_ids"]], np.int32)
+        # The prompt as the tokenizer writes it back (lower-cased), to strip from outputs.
+        self.prompt_text = self.tokenizer.decode(words["input_ids"]).strip()
+
+    def source(self, split):
+        if split not in self._sources:
+            self._sources[split] = TokenizedCaptions(
+                super().source(split),
+                self.tokenizer,
+                self.config.tokenizer.max_len,
+                prefix=self.config.decoding.prompt,
+            )
+        return self._sources[split]
+
+    def augment(self):
+        return pick_one_caption
+
+    # -------------------------------------------------------------- model
+    def build_model(self):
+        return models.build_model(self.config.model)
+
+    def model_spec(self):
+        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
+        return {"name": self.config.model.name, "kwargs": kwargs}
+
+    def dummy_batch(self, batch_size):
+        height, width, channels = self.source("train").info.image_shape
+        max_len = self.config.tokenizer.max_len
+        return {
+            "image": np.zeros((batch_size, height, width, channels), np.uint8),
+            "input_ids": np.zeros((batch_size, max_len), np.int32),
+            "attention_mask": np.ones((batch_size, max_len), np.int32),
+        }
+
+    def _images(self, batch):
+        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)
+
+    def _decoder_inputs(self, batch):
+        # The tokenizer starts with [CLS]; BLIP's decoder starts with [DEC] instead.
+        return batch["input_ids"].at[:, 0].set(self.bos_id)
+
+    def init_inputs(self, batch):
+        ids = jnp.asarray(batch["input_ids"])
+        return (
+            self._images(batch),
+            self._decoder_inputs({"input_ids": ids}),
+            batch["attention_mask"],
+        )
+
+    # ------------------------------------------------------------ training
+    def _token_losses(self, model, variables, batch, train, rng=None):
+        """Per-token cross-entropy of the next token and the weights that count it."""
+        ids = self._decoder_inputs(batch)
+        logits = model.apply(
+            variables,
+            self._images(batch),
+            ids,
+            batch["attention_mask"],
+            train=train,
+            rngs={"dropout": rng} if train else None,
+        )
+        targets = ids[:, 1:]
+        positions = jnp.arange(1, ids.shape[1])[None, :]
+        # Count caption tokens and the closing [SEP]; the prompt is given, not predicted.
+        weights = batch["attention_mask"][:, 1:] * (positions >= len(self.prompt_ids))
+        num_classes = logits.shape[-1]
+        labels = optax.smooth_labels(
+            jax.nn.one_hot(targets, num_classes), self.config.label_smoothing
+        )
+        losses = optax.softmax_cross_entropy(logits[:, :-1].astype(jnp.float32), labels)
+        correct = logits[:, :-1].argmax(-1) == targets
+        return losses, correct, weights.astype(jnp.float32)
+
+    def loss(self, model, params, model_state, batch, rng):
+        losses, correct, weights = self._token_losses(
+            model, {"params": params, **model_state}, batch, True, rng
+        )
+        total = jnp.maximum(weights.sum(), 1.0)
+        metrics = {"token_accuracy": (correct * weights).sum() / total}
+        return (losses * weights).sum() / total, (metrics, model_state)
+
+    # ---------------------------------------------------------- evaluation
+    def eval_sums(self, model, variables, batch):
+        """Teacher-forced loss sums over every caption of the real images."""
+        n, k, max_len = batch["input_ids"].shape
+        flat = {
+            "image": jnp.repeat(batch["image"], k, axis=0),
+            "input_ids": batch["input_ids"].reshape(n * k, max_len),
+            "attention_mask": batch["attention_mask"].reshape(n * k, max_len),
+        }
+        losses, correct, weights = self._token_losses(model, variables, flat, False)
+        weights = weights * (batch["caption_mask"] * batch["batch_mask"][:, None]).reshape(-1, 1)
+        return {
+            "loss_sum": (losses * weights).sum(),
+            "correct": (correct * weights).sum(),
+            "tokens": weights.sum(),
+        }
+
+    @functools.cached_property
+    def _decode(self):
+        cfg = self.config.decoding
+
+        def run(model, variables, images, rng):
+            return decoding.decode(
+                model,
+                variables,
+                images,
+                jnp.asarray(self.prompt_ids),
+                strategy=cfg.strategy,
+                max_length=cfg.max_length,
+                min_length=cfg.min_length,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                temperature=cfg.temperature,
+                num_beams=cfg.num_beams,
+                eos_id=self.eos_id,
+                pad_id=self.pad_id,
+                rng=rng,
+            )
+
+        return jax.jit(run, static_argnums=0)
+
+    def generate(self, model, variables, images_uint8, place, rng) -> list[str]:
+        """Captions for a batch of uint8 images, prompt stripped."""
+        images = place({"image": images_uint8})["image"]
+        tokens, _ = self._decode(model, variables, self._images({"image": images}), rng)
+        texts = self.tokenizer.batch_decode(np.asarray(tokens), skip_special_tokens=True)
+        return [self._strip_prompt(t) for t in texts]
+
+    def _strip_prompt(self, text: str) -> str:
+        text = text.strip()
+        if self.prompt_text and text.lower().startswith(self.prompt_text.lower()):
+            text = text[len(self.prompt_text) :]
+        return text.strip()
+
+    def evaluate(self, model, variables, split, batches, place):
+        sums, hypotheses, references, images = None, [], [], []
+        rng = jax.random.key(self.config.decoding.seed)
+        decode_time, decoded = 0.0, 0
+        for index, batch in enumerate(batches):
+            real = int(batch["batch_mask"].sum())
+            device_batch = place({k: v for k, v in batch.items() if k != "captions"})
+            sums = metrics_lib.add_sums(
+                sums, self._jitted_eval_sums(model, variables, device_batch)
+            )
+            start = time.perf_counter()
+            texts = self.generate(
+                model, variables, batch["image"], place, jax.random.fold_in(rng, index)
+            )
+            decode_time += time.perf_counter() - start
+            decoded += len(texts)
+            hypotheses += texts[:real]
+            references += [[c for c in row if c] for row in batch["captions"][:real]]
+            images.append(batch["image"][:real])
+        sums = jax.device_get(sums)
+        out = {
+            "loss": float(sums["loss_sum"]) / max(float(sums["tokens"]), 1.0),
+            "token_accuracy": float(sums["correct"]) / max(float(sums["tokens"]), 1.0),
+            **metrics_lib.bleu_scores(hypotheses, references),
+            "captions_per_s": decoded / max(decode_time, 1e-9),
+        }
+        self.last_sums[split] = {
+            "hypotheses": hypotheses,
+            "references": references,
+            "images": np.concatenate(images)[:16],
+        }
+        return out
+
+    def finalize(self, sums):  # evaluate() is overridden
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- report
+    def report(self, model, variables, workdir, place):
+        """Images with their generated (G) and reference (R) captions."""
+        from dllab_jax import plots
+
+        for split in ("val",):
+            if split in self.last_sums:
+                last = self.last_sums[split]
+                plots.captioned_images(
+                    last["images"][:8],
+                    last["hypotheses"][:8],
+                    [refs[0] for refs in last["references"][:8]],
+                    Path(workdir) / f"captions_{split}.png",
+                )
