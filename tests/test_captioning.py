@@ -54,3 +54,92 @@ def test_prompt_is_stripped_from_generated_text(tmp_path):
     assert task._strip_prompt("a picture of a red circle") == "a red circle"
     assert task._strip_prompt("A Picture of a red circle") == "a red circle"
     assert task._strip_prompt("a red circle") == "a red circle"
+
+
+def test_voc_blip_preset_evaluates_a_published_captioner_folder(tmp_path):
+    """The faithful path on stand-ins: a tiny random BlipForConditionalGeneration saved as
+    published (with a tokenizer), a tiny VOC folder with a captions JSON."""
+    torch = pytest.importorskip("torch")
+    from PIL import Image
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    from dllab_jax.data import tokenizer as tokenizer_lib
+
+    folder = tmp_path / "blip"
+    corpus = ["a dog on a sofa", "two people riding horses", "a red bus in the street"] * 5
+    tokenizer = tokenizer_lib.train_wordpiece(corpus, 90, str(folder))
+    torch.manual_seed(0)
+    hf_config = BlipConfig(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        ),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=40,
+            bos_token_id=tokenizer.convert_tokens_to_ids("[DEC]"),
+            eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+        ),
+    )
+    BlipForConditionalGeneration(hf_config).save_pretrained(folder)
+
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    captions = {}
+    train_ids = [f"2008_{i:06d}" for i in range(4)]
+    for split, names in (("train", train_ids), ("val", ["2009_000001"])):
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names))
+        for name in names:
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), np.uint8)).save(
+                root / "JPEGImages" / f"{name}.jpg"
+            )
+            captions[name] = ["a dog on a sofa", "a red bus"]
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+
+    config = load_config("configs/captioning.py:voc_blip,smoke")
+    config.data.root, config.data.captions_json = str(root), str(tmp_path / "captions.json")
+    config.data.image_size = 16
+    config.init_from.workdir = config.tokenizer.dir = str(folder)
+    config.tokenizer.max_len = 16
+    config.batch_size = config.eval_batch_size = 4
+    config.data.name = "voc_captions"
+    sizes = dict(
+        image_size=16,
+        patch_size=8,
+        vision_hidden_size=32,
+        vision_layers=2,
+        vision_heads=2,
+        vision_mlp_dim=64,
+        vocab_size=len(tokenizer),
+        text_hidden_size=32,
+        text_layers=2,
+        text_heads=2,
+        text_mlp_dim=64,
+        max_text_len=40,
+    )
+    for key, value in sizes.items():
+        config.model[key] = value
+    config.eval_splits = ("val",)
+    summary = train.train_and_evaluate(config, tmp_path / "run")
+    assert 0.0 <= summary["metrics"]["val/bleu4"] <= 1.0
+    # learning rate 0: the run evaluates, and saves, exactly the published weights
+    published = checkpoint.read_init_source(
+        "hf_blip_captioner",
+        folder,
+        "best",
+        sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]),
+    )[0]["params"]
+    saved = checkpoint.read_variables(tmp_path / "run", "latest")[0]["params"]
+    jax.tree.map(np.testing.assert_array_equal, published, saved)
