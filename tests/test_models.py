@@ -530,7 +530,12 @@ def test_linear_classifier_param_count_and_logits():
     np.testing.assert_allclose(model.apply(variables, images), expected, rtol=1e-5, atol=1e-5)
 
 
-CLASSIFIERS = sorted(set(MODELS) - {"two_tower"})  # two_tower: tests/test_blip.py
+# The image classifiers (two_tower and blip_captioner have their own tests).
+CLASSIFIERS = ["cnn", "linear", "resnet18", "vit"]
+
+
+def test_every_registered_model_is_tested_somewhere():
+    assert set(MODELS) == {*CLASSIFIERS, "two_tower", "blip_captioner"}
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

@@ -20,12 +20,14 @@ import numpy as np
 
 from dllab_jax import data as data_lib
 from dllab_jax import metrics as metrics_lib
+from dllab_jax import models
 from dllab_jax.data.pipeline import Augment
 
 
 class Task:
-    """Base class: subclasses implement `build_model`, `init_inputs`, `loss`, `eval_sums`,
-    `finalize`; they may override `evaluate`, `report`, `source` and `augment`."""
+    """Base class: subclasses implement `init_inputs`, `dummy_batch`, `loss`, `eval_sums`,
+    `finalize`; they may override `model_kwargs`, `evaluate`, `report`, `prepare`, `source`
+    and `augment`."""
 
     # Metric names (without split prefix) drawn as train/val curves in `curves.png`.
     curve_metrics: tuple[str, ...] = ("loss",)
@@ -51,13 +53,19 @@ class Task:
         return None
 
     # ---------------------------------------------------------------- model
+    def model_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments the task decides, not the user (e.g. `num_classes`)."""
+        return {}
+
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        """The module named by `config.model` (see `dllab_jax.models.build_model`)."""
+        return models.build_model(self.config.model, **self.model_kwargs())
 
     def model_spec(self) -> dict[str, Any]:
         """The model's registry name and constructor arguments, stored with checkpoints so
         `load_run` can rebuild the module without the task."""
-        raise NotImplementedError
+        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
+        return {"name": self.config.model.name, "kwargs": {**kwargs, **self.model_kwargs()}}
 
     def init_inputs(self, batch: dict) -> tuple:
         """The positional inputs of `model.init` for a (dummy) batch."""

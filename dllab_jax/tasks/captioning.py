@@ -17,20 +17,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dllab_jax import decoding, models
+from dllab_jax import decoding
 from dllab_jax import metrics as metrics_lib
 from dllab_jax.data import tokenizer as tokenizer_lib
-from dllab_jax.data.tokenizer import TokenizedCaptions, pick_one_caption
-from dllab_jax.tasks.base import Task
-from dllab_jax.tasks.classification import normalize_images
+from dllab_jax.tasks.image_text import ImageTextTask
 
 
-class CaptioningTask(Task):
+class CaptioningTask(ImageTextTask):
     curve_metrics = ("loss", "bleu4")
 
     # ------------------------------------------------------------- tokens
+    def caption_prefix(self) -> str:
+        return self.config.decoding.prompt
+
     def prepare(self, workdir: Path) -> None:
-        self.tokenizer = tokenizer_lib.tokenizer_for_run(self.config, workdir)
+        super().prepare(workdir)
         self.bos_id = self.tokenizer.convert_tokens_to_ids(tokenizer_lib.DEC_TOKEN)
         self.eos_id = self.tokenizer.sep_token_id
         self.pad_id = self.tokenizer.pad_token_id
@@ -39,39 +40,6 @@ class CaptioningTask(Task):
         self.prompt_ids = np.asarray([self.bos_id, *words["input_ids"]], np.int32)
         # The prompt as the tokenizer writes it back (lower-cased), to strip from outputs.
         self.prompt_text = self.tokenizer.decode(words["input_ids"]).strip()
-
-    def source(self, split):
-        if split not in self._sources:
-            self._sources[split] = TokenizedCaptions(
-                super().source(split),
-                self.tokenizer,
-                self.config.tokenizer.max_len,
-                prefix=self.config.decoding.prompt,
-            )
-        return self._sources[split]
-
-    def augment(self):
-        return pick_one_caption
-
-    # -------------------------------------------------------------- model
-    def build_model(self):
-        return models.build_model(self.config.model)
-
-    def model_spec(self):
-        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
-        return {"name": self.config.model.name, "kwargs": kwargs}
-
-    def dummy_batch(self, batch_size):
-        height, width, channels = self.source("train").info.image_shape
-        max_len = self.config.tokenizer.max_len
-        return {
-            "image": np.zeros((batch_size, height, width, channels), np.uint8),
-            "input_ids": np.zeros((batch_size, max_len), np.int32),
-            "attention_mask": np.ones((batch_size, max_len), np.int32),
-        }
-
-    def _images(self, batch):
-        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)
 
     def _decoder_inputs(self, batch):
         # The tokenizer starts with [CLS]; BLIP's decoder starts with [DEC] instead.

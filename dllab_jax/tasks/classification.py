@@ -9,7 +9,6 @@ import numpy as np
 import optax
 
 from dllab_jax import metrics as metrics_lib
-from dllab_jax import models
 from dllab_jax.data import augment as augment_lib
 from dllab_jax.tasks.base import Task
 
@@ -30,15 +29,8 @@ class ClassificationTask(Task):
     def augment(self):
         return augment_lib.make_augment(self.config.augment)
 
-    def model_spec(self):
-        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
-        return {
-            "name": self.config.model.name,
-            "kwargs": dict(kwargs, num_classes=self.num_classes),
-        }
-
-    def build_model(self):
-        return models.build_model(self.config.model, num_classes=self.num_classes)
+    def model_kwargs(self):
+        return {"num_classes": self.num_classes}
 
     def dummy_batch(self, batch_size):
         height, width, channels = self.source("train").info.image_shape

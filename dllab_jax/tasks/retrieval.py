@@ -16,11 +16,7 @@ import numpy as np
 import optax
 
 from dllab_jax import metrics as metrics_lib
-from dllab_jax import models
-from dllab_jax.data import tokenizer as tokenizer_lib
-from dllab_jax.data.tokenizer import TokenizedCaptions, pick_one_caption
-from dllab_jax.tasks.base import Task
-from dllab_jax.tasks.classification import normalize_images
+from dllab_jax.tasks.image_text import ImageTextTask
 
 
 def contrastive_loss(
@@ -43,43 +39,8 @@ def contrastive_loss(
     return (i2t + t2i) / 2, metrics
 
 
-class RetrievalTask(Task):
+class RetrievalTask(ImageTextTask):
     curve_metrics = ("loss", "i2t_R@1", "t2i_R@1")
-
-    # ------------------------------------------------------------- tokenizer
-    def prepare(self, workdir: Path) -> None:
-        self.tokenizer = tokenizer_lib.tokenizer_for_run(self.config, workdir)
-
-    def source(self, split):
-        if split not in self._sources:
-            base = super().source(split)
-            self._sources[split] = TokenizedCaptions(
-                base, self.tokenizer, self.config.tokenizer.max_len
-            )
-        return self._sources[split]
-
-    def augment(self):
-        return pick_one_caption
-
-    # ----------------------------------------------------------------- model
-    def build_model(self):
-        return models.build_model(self.config.model)
-
-    def model_spec(self):
-        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
-        return {"name": self.config.model.name, "kwargs": kwargs}
-
-    def dummy_batch(self, batch_size):
-        height, width, channels = self.source("train").info.image_shape
-        max_len = self.config.tokenizer.max_len
-        return {
-            "image": np.zeros((batch_size, height, width, channels), np.uint8),
-            "input_ids": np.zeros((batch_size, max_len), np.int32),
-            "attention_mask": np.ones((batch_size, max_len), np.int32),
-        }
-
-    def _images(self, batch):
-        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)
 
     def init_inputs(self, batch):
         return (self._images(batch), batch["input_ids"], batch["attention_mask"])
