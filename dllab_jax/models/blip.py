@@ -744,6 +744,22 @@ def _l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
     return x / jnp.maximum(norm, 1e-12)
 
 
+def vision_encoder_from_fields(model: nn.Module) -> BlipVisionEncoder:
+    """The image tower of a BLIP model whose fields follow TwoTower's `vision_*` names."""
+    return BlipVisionEncoder(
+        image_size=model.image_size,
+        patch_size=model.patch_size,
+        hidden_size=model.vision_hidden_size,
+        num_layers=model.vision_layers,
+        num_heads=model.vision_heads,
+        mlp_dim=model.vision_mlp_dim,
+        layer_norm_eps=model.vision_layer_norm_eps,
+        dropout=model.vision_dropout,
+        attention_dropout=model.vision_attention_dropout,
+        dtype=model.dtype,
+    )
+
+
 class TwoTower(nn.Module):
     """BLIP's image-text contrastive model: two towers, CLS -> projection -> L2 norm.
 
@@ -807,18 +823,7 @@ class TwoTower(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.vision_model = BlipVisionEncoder(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            hidden_size=self.vision_hidden_size,
-            num_layers=self.vision_layers,
-            num_heads=self.vision_heads,
-            mlp_dim=self.vision_mlp_dim,
-            layer_norm_eps=self.vision_layer_norm_eps,
-            dropout=self.vision_dropout,
-            attention_dropout=self.vision_attention_dropout,
-            dtype=self.dtype,
-        )
+        self.vision_model = vision_encoder_from_fields(self)
         self.text_encoder = BlipTextEncoder(
             vocab_size=self.vocab_size,
             hidden_size=self.text_hidden_size,

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dllab_jax.models.blip import _INIT, BlipTextEncoder, BlipVisionEncoder
+from dllab_jax.models.blip import _INIT, BlipTextEncoder, vision_encoder_from_fields
 
 # Two sizes of `BlipCaptioner`: `BlipCaptioner(**CAPTIONER_SIZES["tiny"])` or, in a config,
 # `config.model.update(CAPTIONER_SIZES["tiny"])`.
@@ -246,18 +246,7 @@ class BlipCaptioner(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.vision_model = BlipVisionEncoder(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            hidden_size=self.vision_hidden_size,
-            num_layers=self.vision_layers,
-            num_heads=self.vision_heads,
-            mlp_dim=self.vision_mlp_dim,
-            layer_norm_eps=self.vision_layer_norm_eps,
-            dropout=self.vision_dropout,
-            attention_dropout=self.vision_attention_dropout,
-            dtype=self.dtype,
-        )
+        self.vision_model = vision_encoder_from_fields(self)
         self.text_decoder = BlipTextDecoder(
             vocab_size=self.vocab_size,
             hidden_size=self.text_hidden_size,
