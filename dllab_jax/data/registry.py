@@ -23,6 +23,10 @@ _SOURCE_MODULES = {
     "captioned_shapes": "dllab_jax.data.captions",
     "voc_captions": "dllab_jax.data.captions",
     "flickr8k": "dllab_jax.data.captions",
+    "scenes": "dllab_jax.data.segmentation",
+    "oxford_iiit_pet": "dllab_jax.data.segmentation",
+    "cityscapes": "dllab_jax.data.segmentation",
+    "carla": "dllab_jax.data.segmentation",
 }
 
 
