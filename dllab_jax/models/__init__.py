@@ -25,6 +25,9 @@ MODELS = {
     "vit": "dllab_jax.models.vit:ViT",
     "two_tower": "dllab_jax.models.blip:TwoTower",
     "blip_captioner": "dllab_jax.models.captioner:BlipCaptioner",
+    "fcn32": "dllab_jax.models.fcn:FCN32",
+    "unet": "dllab_jax.models.unet:UNet",
+    "segformer": "dllab_jax.models.segformer:SegFormer",
 }
 
 
