@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key
-from dllab_jax.data.folder import read_image
+from dllab_jax.data.folder import read_images
 from dllab_jax.data.procedural import (
     Background,
     Scene,
@@ -693,10 +693,7 @@ class CaptionFileSource:
     def get(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Reads `indices`: {'image': [n, H, W, 3] uint8, 'captions': [n, K] object}."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        h, w, _ = self.info.image_shape
-        images = np.empty((len(indices), h, w, 3), np.uint8)
-        for i, index in enumerate(indices):
-            images[i] = read_image(self.paths[index], (h, w))
+        images = read_images([self.paths[i] for i in indices], self.info.image_shape[:2])
         return {"image": images, "captions": self.captions[indices]}
 
 

@@ -69,6 +69,15 @@ def read_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
+def read_images(paths: Sequence[str], image_size: tuple[int, int]) -> np.ndarray:
+    """Image files as [n, H, W, 3] uint8 (see `read_image`); the lazy file sources' `get`."""
+    h, w = image_size
+    images = np.empty((len(paths), h, w, 3), np.uint8)
+    for i, path in enumerate(paths):
+        images[i] = read_image(path, (h, w))
+    return images
+
+
 class FolderSource:
     """A split of an image folder: file names and labels in memory, pixels read by `get`.
 
@@ -89,10 +98,7 @@ class FolderSource:
     def get(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Reads the images of `indices`: {'image': [n, H, W, 3] uint8, 'label': [n] int32}."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        h, w, c = self.info.image_shape
-        images = np.empty((len(indices), h, w, c), np.uint8)
-        for i, index in enumerate(indices):
-            images[i] = read_image(self.paths[index], (h, w))
+        images = read_images([self.paths[i] for i in indices], self.info.image_shape[:2])
         return {"image": images, "label": self.labels[indices]}
 
 

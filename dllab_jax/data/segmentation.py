@@ -482,17 +482,15 @@ class CarlaSource:
         return len(self.pairs)
 
     def get(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        from dllab_jax.data.folder import read_image
+        from dllab_jax.data.folder import read_images
 
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         h, w, _ = self.info.image_shape
-        images = np.empty((len(indices), h, w, 3), np.uint8)
+        pairs = [self.pairs[i] for i in indices]
         labels = np.empty((len(indices), h, w), np.int32)
-        for i, index in enumerate(indices):
-            rgb, mask = self.pairs[index]
-            images[i] = read_image(rgb, (h, w))
+        for i, (_, mask) in enumerate(pairs):
             labels[i] = read_carla_mask(mask, (h, w))
-        return {"image": images, "label": labels}
+        return {"image": read_images([rgb for rgb, _ in pairs], (h, w)), "label": labels}
 
 
 @register("carla")
