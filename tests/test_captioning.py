@@ -6,6 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from voc_stand_in import write_tiny_voc
 
 from dllab_jax import checkpoint, train
 from dllab_jax.config_utils import load_config
@@ -60,7 +61,6 @@ def test_voc_blip_preset_evaluates_a_published_captioner_folder(tmp_path):
     """The faithful path on stand-ins: a tiny random BlipForConditionalGeneration saved as
     published (with a tokenizer), a tiny VOC folder with a captions JSON."""
     torch = pytest.importorskip("torch")
-    from PIL import Image
     from transformers import BlipConfig, BlipForConditionalGeneration
 
     from dllab_jax.data import tokenizer as tokenizer_lib
@@ -93,23 +93,11 @@ def test_voc_blip_preset_evaluates_a_published_captioner_folder(tmp_path):
     )
     BlipForConditionalGeneration(hf_config).save_pretrained(folder)
 
-    root = tmp_path / "VOCdevkit" / "VOC2012"
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    captions = {}
-    train_ids = [f"2008_{i:06d}" for i in range(4)]
-    for split, names in (("train", train_ids), ("val", ["2009_000001"])):
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names))
-        for name in names:
-            Image.fromarray(rng.integers(0, 256, (20, 24, 3), np.uint8)).save(
-                root / "JPEGImages" / f"{name}.jpg"
-            )
-            captions[name] = ["a dog on a sofa", "a red bus"]
-    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    ids = {"train": [f"2008_{i:06d}" for i in range(4)], "val": ["2009_000001"]}
+    root, captions_json = write_tiny_voc(tmp_path, ids, lambda *_: ["a dog on a sofa", "a red bus"])
 
     config = load_config("configs/captioning.py:voc_blip,smoke")
-    config.data.root, config.data.captions_json = str(root), str(tmp_path / "captions.json")
+    config.data.root, config.data.captions_json = str(root), str(captions_json)
     config.data.image_size = 16
     config.init_from.workdir = config.tokenizer.dir = str(folder)
     config.tokenizer.max_len = 16

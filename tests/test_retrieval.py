@@ -1,13 +1,12 @@
 """E7 retrieval: recall metrics on hand-made matrices, InfoNCE, devices, frozen towers, the
 offline default's pre-training dependency, and the faithful BLIP path on tiny stand-ins."""
 
-import json
-
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from voc_stand_in import write_tiny_voc
 
 from dllab_jax import checkpoint, parallel, train
 from dllab_jax.config_utils import load_config
@@ -196,26 +195,13 @@ def _tiny_blip_folder(tmp_path):
 
 
 def _tiny_voc(tmp_path):
-    from PIL import Image
-
-    root = tmp_path / "VOCdevkit" / "VOC2012"
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
-    rng = np.random.default_rng(0)
     ids = {
         "train": [f"2008_{i:06d}" for i in range(16)],
         "val": [f"2009_{i:06d}" for i in range(8)],
     }
-    captions = {}
-    for split, names in ids.items():
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names))
-        for i, name in enumerate(names):
-            Image.fromarray(rng.integers(0, 256, (20, 24, 3), np.uint8)).save(
-                root / "JPEGImages" / f"{name}.jpg"
-            )
-            captions[name] = ["a dog on a sofa", "a red bus"][i % 2] + f" number {i}"
-    (tmp_path / "captions.json").write_text(json.dumps(captions))
-    return root, tmp_path / "captions.json"
+    return write_tiny_voc(
+        tmp_path, ids, lambda i, _: ["a dog on a sofa", "a red bus"][i % 2] + f" number {i}"
+    )
 
 
 def test_voc_blip_preset_on_tiny_stand_ins(tmp_path):
