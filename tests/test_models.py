@@ -536,9 +536,9 @@ CLASSIFIERS = ["cnn", "linear", "resnet18", "vit"]
 
 def test_every_registered_model_is_tested_somewhere():
     # two_tower: test_blip.py; blip_captioner: test_captioner.py; the dense models:
-    # test_dense_models.py; dino_segmenter, dino_classifier: test_dino.py, test_seg_heads.py.
+    # test_dense_models.py; dino_segmenter: test_dino.py, test_seg_heads.py.
     others = {"two_tower", "blip_captioner", "fcn32", "unet", "segformer"}
-    others |= {"dino_segmenter", "dino_classifier"}
+    others |= {"dino_segmenter"}
     others |= {"context_unet"}
     assert set(MODELS) == {*CLASSIFIERS, *others}
 

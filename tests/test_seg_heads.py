@@ -78,6 +78,22 @@ def test_segmenter_shapes_and_frozen_backbone(head):
         assert np.asarray(g).any(), f"head gradient {'/'.join(path)} is zero"
 
 
+def test_unfrozen_backbone_computes_the_same_logits_and_trains():
+    """`frozen_backbone=False` (the offline pre-training) changes gradients, not the forward."""
+    frozen = FrozenBackboneSegmenter(NUM_CLASSES, "conv", **TINY)
+    unfrozen = FrozenBackboneSegmenter(NUM_CLASSES, "conv", frozen_backbone=False, **TINY)
+    images = jnp.asarray(np.random.default_rng(1).normal(size=(2, H, W, 3)), jnp.float32)
+    params = frozen.init(jax.random.key(0), images)["params"]
+    np.testing.assert_array_equal(
+        frozen.apply({"params": params}, images), unfrozen.apply({"params": params}, images)
+    )
+    grads = jax.grad(lambda p: jnp.sum(unfrozen.apply({"params": p}, images, train=True) ** 2))(
+        params
+    )
+    for path, g in flatten_dict(grads["backbone"]).items():
+        assert np.asarray(g).any(), f"backbone gradient {'/'.join(path)} is zero"
+
+
 def test_upsampling_matches_torch_bilinear():
     """jax.image.resize 'bilinear' (as the segmenter uses it) = torch align_corners=False."""
     logits = np.random.default_rng(1).normal(size=(1, 4, 6, NUM_CLASSES)).astype(np.float32)

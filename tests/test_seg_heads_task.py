@@ -13,6 +13,22 @@ def _flat(tree):
     return flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/")
 
 
+def test_offline_pretraining_trains_the_whole_vit_on_other_images():
+    pretrain = load_config("configs/seg_heads.py:pretrain")
+    heads = load_config("configs/seg_heads.py")
+    assert (pretrain.task, pretrain.model.name) == ("segmentation", "dino_segmenter")
+    assert not pretrain.model.frozen_backbone and pretrain.optimizer.trainable == ".*"
+    assert pretrain.init_from.workdir == "" and pretrain.data.seed != heads.data.seed
+    assert heads.model.frozen_backbone and heads.optimizer.trainable == "head/.*"
+    assert heads.init_from.make_with == "configs/seg_heads.py:pretrain"
+    assert heads.init_from.source_prefix == heads.init_from.target_prefix == "backbone/"
+    # The heads' backbone is the pre-trained one, field by field.
+    backbone_fields = {k for k in heads.model if k not in ("head", "frozen_backbone")}
+    assert {k: heads.model[k] for k in backbone_fields} == {
+        k: pretrain.model[k] for k in backbone_fields
+    }
+
+
 @pytest.fixture(scope="module")
 def pretrained_backbone(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("seg_heads_pretrain")

@@ -29,7 +29,6 @@ MODELS = {
     "unet": "dllab_jax.models.unet:UNet",
     "segformer": "dllab_jax.models.segformer:SegFormer",
     "dino_segmenter": "dllab_jax.models.seg_heads:FrozenBackboneSegmenter",
-    "dino_classifier": "dllab_jax.models.seg_heads:DinoViTClassifier",
     "context_unet": "dllab_jax.models.context_unet:ContextUnet",
 }
 

@@ -151,25 +151,23 @@ _BACKBONE_FIELDS = (
 )
 
 
-def _backbone(model: nn.Module) -> DinoViT:
-    """The `DinoViT` named `backbone` of a model that carries DinoViT's fields, so weights
-    load by name between the segmenter and the classifier."""
-    return DinoViT(**{f: getattr(model, f) for f in _BACKBONE_FIELDS}, name="backbone")
-
-
 class FrozenBackboneSegmenter(nn.Module):
     """Frozen `DinoViT` (`backbone`) -> segmentation head (`head`) -> bilinear upsampling.
 
     The backbone runs in inference mode and its features pass through `stop_gradient`, so
     only the head learns (its parameters load by name from
-    `dino_import.read_init_variables`). Logits are resized from the patch grid to the input
-    size with `jax.image.resize(..., "bilinear")`: half-pixel centres, which for upsampling
-    equals torch's `interpolate(mode="bilinear", align_corners=False)`.
+    `dino_import.read_init_variables`). With `frozen_backbone=False` the same model trains
+    end to end (the offline stand-in for DINO's pre-training). Logits are resized from the
+    patch grid to the input size with `jax.image.resize(..., "bilinear")`: half-pixel
+    centres, which for upsampling equals torch's `interpolate(mode="bilinear",
+    align_corners=False)`.
 
     Attributes:
       num_classes: C.
       head: "linear", "conv", "transformer" or "shared_qk".
       head_num_heads: attention heads of the transformer heads.
+      frozen_backbone: True: stop_gradient on the features and the backbone in inference
+        mode; False: the backbone trains with the head.
       patch_size, hidden_size, depth, num_heads, mlp_ratio, qkv_bias, layer_norm_eps,
         pretrain_image_size: the backbone's (`DinoViT`), defaults ViT-S/16.
       dtype: compute dtype of backbone and head; logits are returned in float32.
@@ -178,6 +176,7 @@ class FrozenBackboneSegmenter(nn.Module):
     num_classes: int
     head: str = "linear"
     head_num_heads: int = 6
+    frozen_backbone: bool = True
     patch_size: int = 16
     hidden_size: int = 384
     depth: int = 12
@@ -194,16 +193,19 @@ class FrozenBackboneSegmenter(nn.Module):
 
         Args:
           images: [B, H, W, 3] float32, normalised; H and W multiples of `patch_size`.
-          train: passed to the head (the backbone always runs in inference mode).
+          train: passed to the head, and to the backbone when it is not frozen.
 
         Returns:
           [B, H, W, num_classes] float32 logits.
         """
         if self.head not in HEADS:
             raise UserError(f"config.model.head is {self.head!r}; use one of {sorted(HEADS)}")
-        backbone = _backbone(self)
-        # Frozen: no gradient reaches the backbone, so the head trains on fixed features.
-        features = jax.lax.stop_gradient(backbone(images, train=False))
+        backbone = DinoViT(**{f: getattr(self, f) for f in _BACKBONE_FIELDS}, name="backbone")
+        if self.frozen_backbone:
+            # No gradient reaches the backbone, so the head trains on fixed features.
+            features = jax.lax.stop_gradient(backbone(images, train=False))
+        else:
+            features = backbone(images, train=train)
         if self.head in ("transformer", "shared_qk"):
             head = HEADS[self.head](
                 self.num_classes, num_heads=self.head_num_heads, dtype=self.dtype, name="head"
@@ -213,36 +215,3 @@ class FrozenBackboneSegmenter(nn.Module):
         logits = head(features, train=train).astype(jnp.float32)
         b, height, width, _ = images.shape
         return jax.image.resize(logits, (b, height, width, self.num_classes), "bilinear")
-
-
-class DinoViTClassifier(nn.Module):
-    """`DinoViT` (`backbone`, trainable) -> mean of the patch tokens -> Dense (`head`).
-
-    The offline stand-in for DINO's pre-training: the E4 default trains it on the procedural
-    `shapes` classification, then `FrozenBackboneSegmenter` loads `backbone/...` by name.
-    (DINO itself is self-supervised; a supervised stand-in is what 2 CPU cores can afford.)
-
-    Attributes:
-      num_classes: C.
-      patch_size, hidden_size, depth, num_heads, mlp_ratio, qkv_bias, layer_norm_eps,
-        pretrain_image_size: the backbone's (`DinoViT`).
-      dtype: compute dtype; logits are returned in float32.
-    """
-
-    num_classes: int
-    patch_size: int = 16
-    hidden_size: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    pretrain_image_size: int = 224
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        """[B, H, W, 3] normalised images -> [B, num_classes] float32 logits."""
-        features = _backbone(self)(images, train=train)
-        pooled = features.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(pooled).astype(jnp.float32)
