@@ -3,7 +3,7 @@
 The handout trains four heads on the frozen DINO ViT-S/16 on PASCAL VOC 2012. Offline, the
 backbone is a small DINO-layout ViT (patch 4, width 96, 4 blocks, 3 heads; 477,024 parameters)
 that this project pre-trains end to end with a linear head on the procedural `scenes` of seed 1
-(`:pretrain`, 8 epochs, checkpoints/seg_heads-pretrain; a heads run trains it first if it is
+(`:pretrain`, 6 epochs, checkpoints/seg_heads-pretrain; a heads run trains it first if it is
 missing and says so); the heads then learn background + 10 shape kinds on the scenes of seed 0
 (other images, 64x64) from its frozen features:
     python main.py --config=configs/seg_heads.py:pretrain
@@ -15,12 +15,13 @@ The pretext is supervised where DINO's is self-supervised: a from-scratch ViT di
 the procedural `shapes` classification on 2 CPU cores (train accuracy 0.11 after 450 steps of
 128, chance 0.10), nor object kinds from an object/background/border pretext (linear head 0.117).
 Measured on 2 CPU cores (2026-11-24, one run at a time; best val checkpoint, 11 classes):
-    pretrain (end to end)        val mIoU 0.136               7 min 58 s
-    linear     head    1,067 p.  val 0.137, test 0.137        2 min 22 s
-    conv       head    9,515 p.  val 0.150, test 0.149        2 min 13 s
-    transformer head  75,670 p.  val 0.140, test 0.140        4 min 59 s
-    shared_qk  head   66,454 p.  val 0.141, test 0.140        4 min 57 s
-    linear on a random frozen ViT (control)  val 0.071, test 0.066
+    pretrain (end to end)        val mIoU 0.122               6 min 33 s
+    linear     head    1,067 p.  val 0.125, test 0.125        2 min 24 s
+    conv       head    9,515 p.  val 0.140, test 0.139        2 min 34 s
+    transformer head  75,670 p.  val 0.138, test 0.134        4 min 47 s
+    shared_qk  head   66,454 p.  val 0.139, test 0.139        4 min 51 s
+    linear on a random frozen ViT (control)  val 0.071, test 0.067
+The first default run, pre-training included, takes 9 min.
 
 Presets (combine with commas):
     linear, conv, transformer, shared_qk   the head (default linear)
@@ -52,7 +53,7 @@ PRESETS = {
     "smoke": "tiny splits and a few steps (tests)",
 }
 PRETRAIN_WORKDIR = "checkpoints/seg_heads-pretrain"
-PRETRAIN_EPOCHS = 8.0
+PRETRAIN_EPOCHS = 6.0
 
 # The offline backbone (dllab_jax/models/dino_vit.py): DINO's layout at a CPU-sized width.
 OFFLINE_BACKBONE = dict(
