@@ -21,7 +21,7 @@ Measured on 2 CPU cores (2026-11-24, one run at a time; best val checkpoint, 11 
     transformer head  75,670 p.  val 0.138, test 0.134        4 min 47 s
     shared_qk  head   66,454 p.  val 0.139, test 0.139        4 min 51 s
     linear on a random frozen ViT (control)  val 0.071, test 0.067
-The first default run, pre-training included, takes 9 min.
+The first default run in a fresh clone, pre-training included, took 8 min 44 s.
 
 Presets (combine with commas):
     linear, conv, transformer, shared_qk   the head (default linear)
