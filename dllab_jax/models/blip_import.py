@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +96,27 @@ def torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def params_from_state_dict(
-    state_dict: Mapping[str, np.ndarray], abstract_params: Mapping[str, Any], prefix: str = ""
+def params_from_tensors(
+    tensors: Mapping[str, np.ndarray],
+    abstract_params: Mapping[str, Any],
+    key_of: Callable[[tuple[str, ...]], str],
+    *,
+    what: str,
+    model: str = "the model",
+    hint: str = "is it a checkpoint of this model type and size?",
 ) -> dict:
-    """Fills a parameter tree from HF tensors under a key prefix.
+    """Fills a parameter tree from torch-layout tensors, each checked for presence and shape.
+
+    The one conversion loop of the importers (BLIP, the captioner, DINO).
 
     Args:
-      state_dict: HF key -> array (torch layout).
-      abstract_params: the module's parameter tree (arrays or `jax.ShapeDtypeStruct`s), with
-        HF-mirroring names, e.g. from `jax.eval_shape(module.init, ...)["params"]`.
-      prefix: the HF key prefix of this module, e.g. "text_decoder.bert.".
+      tensors: checkpoint key -> array (torch layout).
+      abstract_params: the module's parameter tree (arrays or `jax.ShapeDtypeStruct`s), e.g.
+        from `jax.eval_shape(module.init, ...)["params"]`.
+      key_of: our parameter path -> checkpoint key.
+      what: the checkpoint for messages, e.g. "BLIP checkpoint".
+      model: the model for messages, e.g. "the model (hidden_size=384, ...)".
+      hint: what a missing key may mean.
 
     Returns:
       A nested dict of float32 numpy arrays shaped as `abstract_params`.
@@ -115,21 +126,30 @@ def params_from_state_dict(
     """
     out = {}
     for path, target in flatten_dict(dict(abstract_params)).items():
-        key = hf_key(path, prefix)
-        if key not in state_dict:
+        key = key_of(path)
+        if key not in tensors:
             raise UserError(
-                f"BLIP checkpoint has no tensor {key!r} (for parameter {'/'.join(path)}); "
-                "is it a checkpoint of this model type and size?"
+                f"{what} has no tensor {key!r} (for parameter {'/'.join(path)}); {hint}"
             )
-        array = np.asarray(state_dict[key], dtype=np.float32)
+        array = np.asarray(tensors[key], dtype=np.float32)
         expected = torch_shape(path[-1], tuple(target.shape))
         if array.shape != expected:
             raise UserError(
-                f"BLIP checkpoint tensor {key!r} has shape {array.shape}, the model needs "
-                f"{expected}; the config does not match the weights"
+                f"{what} tensor {key!r} has shape {array.shape}, {model} needs {expected}; "
+                "the checkpoint and the config do not match"
             )
         out[path] = np.ascontiguousarray(to_flax_layout(path[-1], array))
     return unflatten_dict(out)
+
+
+def params_from_state_dict(
+    state_dict: Mapping[str, np.ndarray], abstract_params: Mapping[str, Any], prefix: str = ""
+) -> dict:
+    """`params_from_tensors` for HF BLIP tensors under a key prefix (e.g.
+    "text_decoder.bert."), whose names our modules mirror."""
+    return params_from_tensors(
+        state_dict, abstract_params, lambda path: hf_key(path, prefix), what="BLIP checkpoint"
+    )
 
 
 def _abstract_params(module, *args) -> dict:

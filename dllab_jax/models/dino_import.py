@@ -39,15 +39,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from dllab_jax.errors import UserError
-from dllab_jax.models.blip_import import (
-    read_hf_config,
-    read_hf_state_dict,
-    to_flax_layout,
-    torch_shape,
-)
+from dllab_jax.models.blip_import import params_from_tensors, read_hf_config, read_hf_state_dict
 from dllab_jax.models.dino_vit import DinoViT
 
 # transformers 5 `ViTConfig` defaults, for keys a config.json omits.
@@ -148,13 +142,13 @@ def abstract_params(kwargs: Mapping[str, Any]) -> dict:
     return jax.eval_shape(lambda: module.init(jax.random.key(0), images))["params"]
 
 
-def params_from_tensors(
+def dino_params_from_tensors(
     tensors: Mapping[str, np.ndarray],
     kwargs: Mapping[str, Any],
     key_of: Callable[[tuple[str, ...]], str],
     what: str,
 ) -> dict:
-    """DinoViT parameters from checkpoint tensors, every one checked for presence and shape.
+    """DinoViT(**kwargs) parameters from checkpoint tensors (`blip_import.params_from_tensors`).
 
     Args:
       tensors: checkpoint key -> array, torch layout.
@@ -162,30 +156,18 @@ def params_from_tensors(
       key_of: our parameter path -> checkpoint key (`hf_vit_key` or `dino_key`).
       what: the checkpoint's kind for messages, e.g. "DINO checkpoint".
 
-    Returns:
-      The nested `params` dict of float32 numpy arrays.
-
     Raises:
       UserError: a key is missing or a tensor's shape does not fit `kwargs`.
     """
     sizes = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "dtype")
-    out = {}
-    for path, target in flatten_dict(dict(abstract_params(kwargs))).items():
-        key = key_of(path)
-        if key not in tensors:
-            raise UserError(
-                f"{what} has no tensor {key!r} (for parameter {'/'.join(path)}); is it a ViT "
-                f"checkpoint of the expected size ({sizes})?"
-            )
-        array = np.asarray(tensors[key], dtype=np.float32)
-        expected = torch_shape(path[-1], tuple(target.shape))
-        if array.shape != expected:
-            raise UserError(
-                f"{what} tensor {key!r} has shape {array.shape}, the model ({sizes}) needs "
-                f"{expected}; the checkpoint and the requested config do not match"
-            )
-        out[path] = np.ascontiguousarray(to_flax_layout(path[-1], array))
-    return unflatten_dict(out)
+    return params_from_tensors(
+        tensors,
+        abstract_params(kwargs),
+        key_of,
+        what=what,
+        model=f"the model ({sizes})",
+        hint=f"is it a ViT checkpoint of the expected size ({sizes})?",
+    )
 
 
 # ------------------------------------------------------------------------ Hugging Face
@@ -256,7 +238,7 @@ def read_hf_vit(folder: str | Path, **overrides) -> tuple[dict[str, Any], dict]:
         raise UserError(f"Hugging Face ViT folder {folder} does not exist")
     kwargs = {**dino_vit_kwargs_from_hf_config(read_hf_config(folder, "ViT")), **overrides}
     tensors = canonical_hf_state_dict(read_hf_state_dict(folder))
-    params = params_from_tensors(tensors, kwargs, hf_vit_key, f"HF ViT checkpoint {folder}")
+    params = dino_params_from_tensors(tensors, kwargs, hf_vit_key, f"HF ViT checkpoint {folder}")
     return kwargs, {"params": jax.tree.map(jnp.asarray, params)}
 
 
@@ -401,7 +383,7 @@ def read_dino_state_dict(
         raise UserError(f"DINO checkpoint {path} does not exist")
     tensors = dino_backbone_tensors(_load_torch_file(path), checkpoint_key)
     kwargs = {**dino_vit_kwargs_from_tensors(tensors, overrides.get("num_heads")), **overrides}
-    params = params_from_tensors(
+    params = dino_params_from_tensors(
         _split_dino_qkv(tensors), kwargs, dino_key, f"DINO checkpoint {path}"
     )
     return kwargs, {"params": jax.tree.map(jnp.asarray, params)}

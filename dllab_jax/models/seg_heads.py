@@ -4,8 +4,10 @@ Each head maps the patch-token map [B, h, w, D] of `DinoViT` to class logits [B,
 patch resolution; `FrozenBackboneSegmenter` runs the frozen backbone, a head, and upsamples
 bilinearly to the input size. The four heads:
 
-* `LinearHead`: a 1x1 conv D -> C with bias (a per-patch linear classifier).
-* `ConvHead`: one 3x3 conv D -> C with bias, zero padding 1 (sees the 8 neighbouring patches).
+* "linear", `ConvHead(kernel_size=1)`: a 1x1 conv D -> C with bias (a per-patch linear
+  classifier).
+* "conv", `ConvHead(kernel_size=3)`: one 3x3 conv D -> C with bias, zero padding 1 (sees the 8
+  neighbouring patches).
 * `TransformerHead` (a one-block Segmenter mask transformer, Strudel et al. 2021): C
   learnable class embeddings `cls_emb` of width D are appended to the N = h*w patch tokens;
   one pre-norm block mixes the N + C tokens: x + attn(norm1(x)), with `num_heads` (6) heads,
@@ -29,6 +31,7 @@ weights; mask the backbone out of the optimizer (e.g. `optax.set_to_zero` on `ba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -43,41 +46,32 @@ from dllab_jax.models.dino_vit import DinoViT, Mlp, MultiHeadSelfAttention
 _INIT = nn.initializers.truncated_normal(stddev=0.02)
 
 
-class LinearHead(nn.Module):
-    """1x1 conv `conv`: [B, h, w, D] -> [B, h, w, num_classes].
-
-    Attributes:
-      num_classes: C.
-      dtype: compute dtype.
-    """
-
-    num_classes: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        """Logits [B, h, w, C] from features [B, h, w, D] (`train` unused: no dropout)."""
-        del train
-        return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="conv")(features)
-
-
 class ConvHead(nn.Module):
-    """3x3 conv `conv` with zero padding 1: [B, h, w, D] -> [B, h, w, num_classes].
+    """One conv `conv` with bias, zero padding kernel_size // 2: [B, h, w, D] -> [B, h, w, C].
+
+    kernel_size 1 is the linear head (a per-patch linear classifier), 3 the conv head.
 
     Attributes:
       num_classes: C.
+      kernel_size: the square kernel's side (odd).
       dtype: compute dtype.
     """
 
     num_classes: int
+    kernel_size: int = 3
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         """Logits [B, h, w, C] from features [B, h, w, D] (`train` unused: no dropout)."""
         del train
+        k, pad = self.kernel_size, self.kernel_size // 2
         return nn.Conv(
-            self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name="conv"
+            self.num_classes,
+            (k, k),
+            padding=((pad, pad), (pad, pad)),
+            dtype=self.dtype,
+            name="conv",
         )(features)
 
 
@@ -131,23 +125,16 @@ class TransformerHead(nn.Module):
 
 
 HEADS = {
-    "linear": LinearHead,
-    "conv": ConvHead,
+    "linear": functools.partial(ConvHead, kernel_size=1),
+    "conv": functools.partial(ConvHead, kernel_size=3),
     "transformer": functools.partial(TransformerHead, shared_qk=False),
     "shared_qk": functools.partial(TransformerHead, shared_qk=True),
 }
 
 
-_BACKBONE_FIELDS = (
-    "patch_size",
-    "hidden_size",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "qkv_bias",
-    "layer_norm_eps",
-    "pretrain_image_size",
-    "dtype",
+# DinoViT's constructor fields, which the segmenter carries and passes on.
+_BACKBONE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(DinoViT) if f.name not in ("parent", "name")
 )
 
 
