@@ -71,7 +71,26 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
     return f"bad flags: {first[-1] if first else type(error).__name__}"
 
 
+def _missing_config_file(argv: list[str]) -> str | None:
+    """The --config file when it does not exist, looked up as `config_flags` does."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None:
+        return None
+    path = config_utils.split_spec(spec)[0]
+    return None if os.path.isfile(path) else path
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+    missing = _missing_config_file(argv)
+    if missing is not None:
+        # config_flags would raise two chained OSErrors, later, at the first access.
+        in_repo = config_utils.REPO_ROOT / missing
+        hint = f"use --config={in_repo}" if in_repo.is_file() else "the configs are in configs/"
+        print(
+            f"error: config file {missing!r} not found (relative to {os.getcwd()}); {hint}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         return FLAGS(argv)
     except Exception as error:  # config_flags raises several types for bad overrides
@@ -84,7 +103,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _hide_gpus_from_tensorflow()
     # Imported after TensorFlow is kept off the GPU.
-    from dllab_jax import benchmark, logs, train
+    from dllab_jax import benchmark, logs, preemption, train
 
     logs.quiet_library_logs()
     config = FLAGS.config
@@ -102,6 +121,10 @@ def main(argv):
         # Bad input or a diverged run: one line that says what to do, no traceback.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Interrupted as stop:
+        # SIGTERM / SIGINT: saved and stopped; 128 + signal, as a shell reports a kill.
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

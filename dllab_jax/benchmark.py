@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from dllab_jax import checkpoint as ckpt_lib
-from dllab_jax import train
+from dllab_jax import config_utils, run_dir, train
 
 
 def _synthetic_batch(exp: train.Experiment) -> dict:
@@ -47,8 +47,15 @@ def run_benchmark(config, workdir: str | Path) -> dict:
 
     Writes `<workdir>/benchmark.json` and prints one line.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    config_utils.validate_config(config)
+    with run_dir.claim(workdir, what="benchmark") as run:
+        result = _time_train_step(config, run.path)
+        run.started()
+        ckpt_lib.write_json(run.path / "benchmark.json", result)
+    return result
+
+
+def _time_train_step(config, workdir: Path) -> dict:
     exp = train.build_experiment(config, workdir=workdir)
     state = exp.init_state_fn(jax.random.key(config.seed))
     batch = exp.place(_synthetic_batch(exp))
@@ -92,7 +99,6 @@ def run_benchmark(config, workdir: str | Path) -> dict:
         "tflops_per_s": flops * len(devices) / step_s / 1e12 if flops else None,
         "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
     }
-    ckpt_lib.write_json(workdir / "benchmark.json", result)
     tflops = f"{result['tflops_per_s']:.3f}" if flops else "n/a"
     memory = stats.get("peak_bytes_in_use")
     memory = f"{memory / 2**30:.2f} GiB" if memory else "n/a"

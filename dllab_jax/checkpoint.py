@@ -9,13 +9,21 @@ metrics at that step, the model's name and constructor arguments and the run's c
 is everything `load_run` needs to rebuild the module without the training code.
 
 Saving is refused for a state with a non-finite parameter, so a diverged run never replaces a
-good checkpoint.
+good checkpoint. Writes are orbax's own atomic ones (a temporary directory renamed when
+complete; leftovers of a killed save are removed when the run restarts). Restoring falls back
+from a checkpoint that does not read (truncated, corrupt) to the next older one, and says so;
+checkpoints newer than the one a run resumes from are moved to `<workdir>/set_aside/`, so a
+resumed run never writes a step that exists.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import shutil
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +35,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dllab_jax.errors import UserError
+from dllab_jax.run_dir import explain_os_error
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
+SET_ASIDE_DIR = "set_aside"
 _ARRAY_ITEMS = ("params", "model_state", "opt_state", "ema_params")
 
 
@@ -61,7 +71,12 @@ def _manager(
         options = ocp.CheckpointManagerOptions(read_only=True)
     else:
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+            max_to_keep=keep,
+            create=True,
+            enable_async_checkpointing=async_save,
+            # A save killed half-way leaves a temporary directory; the run that resumes (the
+            # only writer, it holds the workdir's lock) removes it.
+            cleanup_tmp_directories=True,
         )
     return ocp.CheckpointManager(
         directory.absolute(), options=options, item_handlers=_item_handlers()
@@ -95,22 +110,52 @@ class RunCheckpoints:
         self.workdir = Path(workdir)
         self.latest = _manager(self.workdir / LATEST_DIR, keep, async_save=async_save)
         self.best = _manager(self.workdir / BEST_DIR, 1, async_save=async_save)
+        # Steps that did not restore, per kind: [(step, reason)], filled by `restore`.
+        self.unreadable: dict[str, list[tuple[int, str]]] = {"latest": [], "best": []}
+
+    def _manager_of(self, which: str) -> ocp.CheckpointManager:
+        if which not in ("latest", "best"):
+            raise ValueError(f"which={which!r}: 'latest' or 'best'")
+        return self.latest if which == "latest" else self.best
 
     def _save(self, manager: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+        if step in manager.all_steps():
+            # Saved already at this step (a regular save followed by the one on a signal):
+            # orbax refuses to write a step twice, and the state is the same.
+            return
         if not bool(_all_finite(state.params)):
+            last = manager.latest_step()
+            kept = (
+                f"the last good checkpoint (step {last}) in {manager.directory} is kept"
+                if last is not None
+                else "no checkpoint was saved before"
+            )
             raise NonFiniteStateError(
-                f"parameters are not finite at step {step}; not saved, the last good checkpoint "
-                f"in {manager.directory} is kept. Lower config.optimizer.learning_rate or set "
-                "config.optimizer.grad_clip_norm"
+                f"parameters are not finite at step {step}; not saved, {kept}. Lower "
+                "config.optimizer.learning_rate or set config.optimizer.grad_clip_norm"
             )
         items = {k: ocp.args.StandardSave(v) for k, v in _state_items(state).items()}
         items["meta"] = ocp.args.JsonSave(dict(meta, step=int(step)))
-        manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as error:
+            line = explain_os_error(error)
+            if line is None:
+                raise
+            last = [s for s in manager.all_steps() if s != step]
+            kept = f"the checkpoint at step {max(last)} is kept" if last else "none was saved yet"
+            raise UserError(
+                f"the checkpoint at step {step} could not be written to {manager.directory} "
+                f"({line}); {kept}; rerun the same command to resume"
+            ) from None
 
     def save_latest(self, step: int, state, meta: dict) -> None:
         self._save(self.latest, step, state, meta)
 
     def save_best(self, step: int, state, meta: dict) -> None:
+        """Saves the best; call it after `save_latest` at the same step, so that a best is never
+        newer than the latest a resumed run starts from."""
+        self.latest.wait_until_finished()
         self._save(self.best, step, state, meta)
 
     def latest_step(self) -> int | None:
@@ -122,29 +167,74 @@ class RunCheckpoints:
     def restore(self, abstract_state, which: str = "latest"):
         """Restores a full train state against `abstract_state` (shapes, dtypes, shardings).
 
+        Tries the newest checkpoint of that kind first and falls back to older ones when one
+        does not read (its files are truncated or corrupt); each one skipped is printed, and
+        recorded in `self.unreadable[which]`.
+
         Returns:
           (state, meta), or None when there is no checkpoint of that kind.
+
+        Raises:
+          UserError: the checkpoints hold another model or optimiser (no fallback: every
+            checkpoint of the run would), or none of them reads.
         """
-        manager = self.latest if which == "latest" else self.best
-        step = manager.latest_step()
-        if step is None:
+        manager = self._manager_of(which)
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
             return None
         targets = _state_items(abstract_state)
-        args = {k: ocp.args.StandardRestore(v) for k, v in targets.items()}
-        args["meta"] = ocp.args.JsonRestore()
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(**args))
-        except (ValueError, KeyError, TypeError) as error:
-            raise UserError(
-                f"the checkpoint in {manager.directory} (step {step}) does not fit this config's "
-                f"model or optimiser ({_first_line(error)}); use another --workdir, or the "
-                "config that made it"
-            ) from None
-        state = abstract_state.replace(
-            step=jnp.asarray(step, jnp.int32),
-            **{k: restored[k] for k in targets},
+        self.unreadable[which] = []
+        for step in steps:
+            problem = _mismatch(manager, step, targets)
+            if problem is None:
+                restored, problem = _restore_items(manager, step, targets)
+                if restored is not None:
+                    state = abstract_state.replace(
+                        step=jnp.asarray(step, jnp.int32),
+                        **{k: restored[k] for k in targets},
+                    )
+                    return state, restored["meta"]
+            elif problem.startswith("mismatch:"):
+                raise UserError(
+                    f"the checkpoint in {manager.directory} (step {step}) does not fit this "
+                    f"config's model or optimiser ({problem[len('mismatch: ') :]}); use another "
+                    "--workdir, or the config that made it"
+                )
+            self.unreadable[which].append((step, problem))
+            then = "trying the one before it" if step != steps[-1] else "no older one is kept"
+            print(
+                f"checkpoint step {step} in {manager.directory} does not restore ({problem}); "
+                f"{then}",
+                file=sys.stderr,
+            )
+        reasons = "; ".join(f"step {s}: {r}" for s, r in self.unreadable[which])
+        raise UserError(
+            f"no checkpoint in {manager.directory} restores ({reasons}); they are left as they "
+            "are: move that folder away to start this run afresh, or use another --workdir"
         )
-        return state, restored["meta"]
+
+    def set_aside_after(self, step: int) -> list[Path]:
+        """Moves every checkpoint (latest and best) with a step above `step` to
+        `<workdir>/set_aside/`, so that the run resumed at `step` never meets a step that
+        exists; returns where they went. They come from a future the resumed run replays
+        (a best saved before its latest, a checkpoint that did not restore)."""
+        moved = []
+        for sub, manager in ((LATEST_DIR, self.latest), (BEST_DIR, self.best)):
+            later = [s for s in manager.all_steps() if s > step]
+            for s in later:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                target = self.workdir / SET_ASIDE_DIR / f"{sub}-{s}-{stamp}"
+                target.parent.mkdir(exist_ok=True)
+                shutil.move(str(Path(manager.directory) / str(s)), str(target))
+                moved.append(target)
+                print(
+                    f"set aside {sub}/{s} (newer than step {step}, where this run resumes) "
+                    f"as {target}",
+                    file=sys.stderr,
+                )
+            if later:
+                manager.reload()
+        return moved
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -155,9 +245,61 @@ class RunCheckpoints:
         self.best.close()
 
 
+def _shapes(tree) -> list[tuple]:
+    leaves = jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return sorted(tuple(int(d) for d in getattr(x, "shape", ())) for x in leaves)
+
+
+def _mismatch(manager: ocp.CheckpointManager, step: int, targets: dict) -> str | None:
+    """None if checkpoint `step` holds the items and array shapes of `targets`; else
+    'mismatch: ...' (another model or optimiser) or why its metadata does not read."""
+    try:
+        metadata = manager.item_metadata(step)
+    except Exception as error:
+        return f"its metadata does not read: {_first_line(error)}"
+    for item, target in targets.items():
+        stored = metadata[item] if item in metadata.keys() else None
+        if stored is None:
+            return f"mismatch: it has no {item!r}"
+        have, want = _shapes(stored), _shapes(target)
+        if have != want:
+            diff = sorted(set(have) ^ set(want))[:3]
+            return (
+                f"mismatch: its {item!r} holds {len(have)} arrays, this config's {len(want)}; "
+                f"shapes that differ include {diff}"
+            )
+    return None
+
+
+def _restore_items(manager: ocp.CheckpointManager, step: int, targets: dict):
+    """(restored items, None), or (None, why it failed) for a checkpoint that does not read.
+
+    tensorstore reports a failed read of one array from a coroutine whose siblings then fail
+    too; Python would print each of those as 'Exception ignored in ...'. They say nothing the
+    returned reason does not, so they are kept off the console while this runs.
+    """
+    args = {k: ocp.args.StandardRestore(v) for k, v in targets.items()}
+    args["meta"] = ocp.args.JsonRestore()
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        if not isinstance(restored["meta"], dict) or "step" not in restored["meta"]:
+            return None, "its meta item does not read"
+        return restored, None
+    except Exception as error:
+        return None, _first_line(error)
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous_hook
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    # tensorstore appends its whole spec after this phrase; the part before it is the news.
+    return text[0].split(" See full TensorStore details")[0][:300]
 
 
 def _abstract_from_metadata(tree_metadata, sharding) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import ml_collections
@@ -128,3 +129,127 @@ def base_config() -> ml_collections.ConfigDict:
     )
     config.benchmark = ml_collections.ConfigDict(dict(warmup_steps=3, steps=10))
     return config
+
+
+# ------------------------------------------------------------------ validation
+# Keys that may hold -1 for "not set" (see base_config's comments).
+_UNSET_ALLOWED = {"num_train_steps", "eval_every_steps"}
+_CHOICES = {
+    "checkpoint.best_mode": ("max", "min"),
+    "checkpoint.eval_which": ("best", "latest"),
+    "early_stopping.mode": ("max", "min"),
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_probability_key(name: str) -> bool:
+    """Keys that are rates of something happening: dropout, drop-path, *_prob, *_fraction."""
+    return "dropout" in name or name.startswith("drop_") or name.endswith(("_prob", "_fraction"))
+
+
+def _is_count_key(name: str) -> bool:
+    return name.startswith("num_") or name.endswith(("_steps", "_epochs"))
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+    """Checks the numbers of a config before a run writes anything.
+
+    The generic loop's keys get exact rules (positive batch sizes divisible by the devices,
+    positive step counts and intervals, a finite learning rate >= 0, rates in [0, 1)); every
+    number of every config also must be finite, rates (`*dropout*`, `drop_*`, `*_prob`,
+    `*_fraction`) lie in [0, 1] and counts (`num_*`, `*_steps`, `*_epochs`) be >= 0. Data and
+    model keys with stricter meanings are checked by the source or model that reads them.
+
+    Args:
+      config: the experiment config.
+      num_devices: devices the batch is split over (default: `jax.device_count()`).
+
+    Raises:
+      UserError: naming the first bad key, its value and what it must be.
+    """
+    from flax import traverse_util
+
+    def fail(key: str, value, must: str) -> None:
+        raise UserError(f"config.{key}={value!r} is not valid: it must be {must}")
+
+    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    for key, value in flat.items():
+        name = key.rsplit(".", 1)[-1]
+        values = value if isinstance(value, tuple | list) else (value,)
+        for v in values:
+            if not _is_number(v):
+                continue
+            if not math.isfinite(v):
+                fail(key, value, "a finite number")
+            if _is_probability_key(name) and not 0.0 <= v <= 1.0:
+                fail(key, value, "between 0 and 1")
+            if _is_count_key(name) and v < 0 and not (name in _UNSET_ALLOWED and v == -1):
+                fail(key, value, ">= 0" + (" (or -1: not set)" if name in _UNSET_ALLOWED else ""))
+
+    def get(key: str):
+        return flat.get(key)
+
+    def positive_int(key: str) -> None:
+        value = get(key)
+        if value is not None and not (_is_int(value) and value >= 1):
+            fail(key, value, "a positive integer")
+
+    if num_devices is None:
+        import jax
+
+        num_devices = jax.device_count()
+    for key in ("batch_size", "eval_batch_size"):
+        value = get(key)
+        if value is None:
+            continue
+        positive_int(key)
+        if value % num_devices:
+            fail(key, value, f"a multiple of the {num_devices} devices it is split over")
+    for key in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep", "benchmark.steps"):
+        positive_int(key)
+    for key in ("num_train_steps", "eval_every_steps"):
+        value = get(key)
+        if value is not None and not (_is_int(value) and (value >= 1 or value == -1)):
+            fail(key, value, "a positive integer, or -1 (not set)")
+    for key, steps_key in (
+        ("num_epochs", "num_train_steps"),
+        ("eval_every_epochs", "eval_every_steps"),
+    ):
+        value = get(key)
+        if value is not None and (get(steps_key) or -1) <= 0 and not value > 0:
+            fail(key, value, f"> 0 (or set config.{steps_key})")
+    for key in ("seed", "data_seed", "train_eval_limit", "benchmark.warmup_steps"):
+        value = get(key)
+        if value is not None and not (_is_int(value) and value >= 0):
+            fail(key, value, "an integer >= 0")
+    # 0 is allowed: a preset that only evaluates published weights takes one step of lr 0.
+    for key in (
+        "optimizer.learning_rate",
+        "optimizer.weight_decay",
+        "optimizer.grad_clip_norm",
+        "early_stopping.min_delta",
+    ):
+        value = get(key)
+        if value is not None and not (_is_number(value) and value >= 0):
+            fail(key, value, ">= 0")
+    for key in ("optimizer.b1", "optimizer.b2", "ema_decay"):
+        value = get(key)
+        if value is not None and not (_is_number(value) and 0 <= value < 1):
+            fail(key, value, "in [0, 1)")
+    eps = get("optimizer.eps")
+    if eps is not None and not (_is_number(eps) and eps > 0):
+        fail("optimizer.eps", eps, "a positive number")
+    patience = get("early_stopping.patience")
+    if patience is not None and not (_is_int(patience) and patience >= 0):
+        fail("early_stopping.patience", patience, "an integer >= 0 (0 = off)")
+    for key, choices in _CHOICES.items():
+        value = get(key)
+        if value is not None and value not in choices:
+            fail(key, value, f"one of {choices}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging as py_logging
+import math
 from pathlib import Path
 
 from absl import logging
@@ -49,7 +50,9 @@ class History:
     """Scalars per step, appended to `<workdir>/metrics.jsonl`.
 
     On resume the records after the restored step are dropped, so the file always describes
-    the state in the latest checkpoint's timeline.
+    the state in the latest checkpoint's timeline. The rewrite is atomic (a temporary file
+    renamed over the old one), and a last line cut short by a kill is dropped with the rest
+    of that lost future.
     """
 
     def __init__(self, workdir: str | Path, resume_step: int | None):
@@ -57,13 +60,17 @@ class History:
         self.records: list[dict] = []
         if resume_step is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
-                if line.strip():
+                try:
                     record = json.loads(line)
-                    if record["step"] <= resume_step:
-                        self.records.append(record)
-        with self.path.open("w") as f:
+                except json.JSONDecodeError:  # half a line: the process died writing it
+                    continue
+                if isinstance(record, dict) and record.get("step", math.inf) <= resume_step:
+                    self.records.append(record)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with tmp.open("w") as f:
             for record in self.records:
                 f.write(json.dumps(record) + "\n")
+        tmp.replace(self.path)
 
     def append(self, step: int, scalars: dict[str, float]) -> None:
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}

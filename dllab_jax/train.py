@@ -12,7 +12,10 @@ What the loop owns (a task never re-implements it):
   * orbax checkpoints: the latest K and the best by `config.checkpoint.best_metric`;
     restarting in the same workdir resumes; `config.init_from` loads another run's weights;
   * early stopping, a stop on NaN/inf that keeps the last good checkpoint, and
-    `<workdir>/summary.json` at the end.
+    `<workdir>/summary.json` at the end;
+  * surviving interruption: the config is validated before anything is written, the workdir
+    is locked (`run_dir`), SIGTERM/SIGINT save and exit (`preemption`), and whatever moment
+    the process dies at, a rerun resumes to the same `metrics.jsonl` and `summary.json`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import optax
 from absl import logging
 
 from dllab_jax import checkpoint as ckpt_lib
-from dllab_jax import config_utils, logs, optim, parallel, plots
+from dllab_jax import config_utils, logs, optim, parallel, plots, preemption, run_dir
 from dllab_jax import metrics as metrics_lib
 from dllab_jax.data import pipeline
 from dllab_jax.errors import UserError
@@ -380,27 +383,59 @@ def train_and_evaluate(
 ) -> dict:
     """Trains, evaluates, checkpoints and reports one run; returns the summary.
 
+    The config is checked before anything is written; the workdir is locked for this process
+    (a second one stops at once); a start that fails leaves the workdir as it was. SIGTERM and
+    SIGINT finish the current step, save and raise `preemption.Interrupted`; rerunning resumes
+    at that step with the same batches, keys and logged numbers as an uninterrupted run.
+
     Args:
       config: the experiment config (see configs/).
       workdir: where checkpoints, logs, figures and `summary.json` go; a workdir with a
         checkpoint is resumed.
-      stop_at_step: stop (as a preemption would, without saving) before this step; for
+      stop_at_step: stop (as a SIGKILL would, without saving) before this step; for
         tests of resumption and time-boxed runs.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    config_utils.validate_config(config)
+    with run_dir.claim(workdir, what="train") as run, preemption.StopSignals() as signals:
+        return _train(config, run, signals, stop_at_step)
+
+
+def _best_record(history: logs.History, metric: str, mode: str) -> dict | None:
+    """The history's evaluation record with the best `metric` (the first of equals)."""
+    best = None
+    for record in history.records:
+        if metric in record and (best is None or _is_better(record[metric], best[metric], mode)):
+            best = record
+    return best
+
+
+def _train(config, run: run_dir.RunDirectory, signals: preemption.StopSignals, stop_at_step):
+    workdir = run.path
     make_init_from_run_if_missing(config)
     exp = build_experiment(config, workdir=workdir)
-    ckpt_lib.write_json(workdir / "config.json", config.to_dict())
     ckpts = ckpt_lib.RunCheckpoints(
         workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
     )
-    state, restored_meta = initial_state(exp, ckpts)
-    start_step = int(restored_meta["step"]) if restored_meta else 0
+    try:
+        state, restored_meta = initial_state(exp, ckpts)
+        # Nothing below refuses a start: from here on the workdir is this run's.
+        run.started()
+        start_step = int(restored_meta["step"]) if restored_meta else 0
+        ckpts.set_aside_after(start_step)
+        ckpt_lib.write_json(workdir / "config.json", config.to_dict())
+        history = logs.History(workdir, resume_step=start_step if restored_meta else None)
+        return _train_loop(
+            exp, ckpts, history, state, restored_meta, start_step, signals, stop_at_step
+        )
+    finally:
+        ckpts.close()
+
+
+def _train_loop(exp, ckpts, history, state, restored_meta, start_step, signals, stop_at_step):
+    config, workdir = exp.config, ckpts.workdir
     # A run that stopped early stays stopped; one that ran out of steps continues when the
     # config now asks for more.
     finished = bool(restored_meta and restored_meta.get("stopped_early"))
-    history = logs.History(workdir, resume_step=start_step if restored_meta else None)
     writer = logs.create_writer(workdir)
     if not restored_meta:
         writer.write_hparams(_flat_hparams(config))
@@ -417,11 +452,38 @@ def train_and_evaluate(
 
     meta_base = {"model": exp.task.model_spec(), "task": config.task, "config": config.to_dict()}
     best_metric, best_mode = config.checkpoint.best_metric, config.checkpoint.best_mode
-    best_values = [v for _, v in history.values(best_metric)] if best_metric else []
-    best_value = None
-    for value in best_values:
-        best_value = value if _is_better(value, best_value, best_mode) else best_value
+    best = _best_record(history, best_metric, best_mode) if best_metric else None
+    best_value = best[best_metric] if best else None
+    if best and best["step"] == start_step and ckpts.best_step() != start_step:
+        # Killed between the latest and the best save of one step: the best is this state.
+        results = {k: v for k, v in best.items() if k != "step"}
+        ckpts.save_best(start_step, state, dict(meta_base, metrics=results))
     early = EarlyStopping(config.early_stopping, history)
+
+    # The training metrics of the logging window the checkpoint was saved in, so that the
+    # first window after a resume averages the same steps as an uninterrupted run's.
+    step_metrics: list[dict] = list(restored_meta.get("train_window", [])) if restored_meta else []
+    last_saved = start_step if restored_meta else None
+    stopped_early = False
+
+    def save_latest(step: int) -> None:
+        nonlocal last_saved
+        if step_metrics:  # never save a state whose recent losses were not checked
+            _check_finite(metrics_lib.mean_of_steps(step_metrics), step, ckpts)
+        window = [{k: float(v) for k, v in m.items()} for m in jax.device_get(step_metrics)]
+        meta = dict(meta_base, stopped_early=stopped_early, train_window=window)
+        ckpts.save_latest(step, state, meta)
+        last_saved = step
+
+    def stop_on_signal(step: int) -> None:
+        if signals.requested is None:
+            return
+        if last_saved != step and step > 0:  # step 0 is the seed's initial state
+            save_latest(step)
+        saved = last_saved == step
+        ckpts.wait()
+        writer.flush()
+        raise preemption.Interrupted(signals.requested, step, saved=saved)
 
     progress = logs.progress_reporter(exp.total_steps, writer, config.log_every_steps)
     batches = pipeline.prefetch(
@@ -433,17 +495,24 @@ def train_and_evaluate(
             augment=exp.task.augment(),
         )
     )
-    step_metrics: list[dict] = []
     train_start = time.time()
     step = start_step
-    stopped_early = False
+    stop_on_signal(step)  # a signal during start-up (compiling, making init_from)
     while step < exp.total_steps and not finished:
         if stop_at_step is not None and step >= stop_at_step:
             ckpts.wait()
-            ckpts.close()
             return {}
+        try:
+            batch = next(batches)
+        except UserError as error:  # bad data (an image that does not decode): keep the work
+            if last_saved != step and step > 0:
+                save_latest(step)
+            ckpts.wait()
+            if last_saved == step:
+                raise UserError(f"{error} (a checkpoint at step {step} is kept)") from None
+            raise
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = exp.jitted_train_step(state, exp.place(next(batches)))
+            state, metrics = exp.jitted_train_step(state, exp.place(batch))
         step_metrics.append(metrics)
         step += 1
         progress(step)
@@ -456,6 +525,7 @@ def train_and_evaluate(
             writer.write_scalars(step, scalars)
             history.append(step, scalars)
 
+        new_best = None
         if step % exp.eval_every == 0 or is_last:
             results = exp.evaluate(state, config.eval_during_training)
             writer.write_scalars(step, results)
@@ -468,7 +538,7 @@ def train_and_evaluate(
                     )
                 if _is_better(results[best_metric], best_value, best_mode):
                     best_value = results[best_metric]
-                    ckpts.save_best(step, state, dict(meta_base, metrics=results))
+                    new_best = results
             if early.metric and early.metric not in results:
                 raise UserError(
                     f"config.early_stopping.metric={early.metric!r} is not among the "
@@ -482,14 +552,14 @@ def train_and_evaluate(
                 )
                 stopped_early = True
 
-        if step % config.checkpoint.every_steps == 0 or is_last or stopped_early:
-            if step_metrics:  # never save a state whose recent losses were not checked
-                _check_finite(metrics_lib.mean_of_steps(step_metrics), step, ckpts)
-            ckpts.save_latest(
-                step,
-                state,
-                dict(meta_base, stopped_early=stopped_early),
-            )
+        regular = step % config.checkpoint.every_steps == 0 or is_last or stopped_early
+        # A new best is saved as the latest too, and first: whatever moment the process dies
+        # at, the best checkpoint is never newer than the one a rerun resumes from.
+        if regular or new_best is not None:
+            save_latest(step)
+        if new_best is not None:
+            ckpts.save_best(step, state, dict(meta_base, metrics=new_best))
+        stop_on_signal(step)
         if stopped_early:
             break
     ckpts.wait()
@@ -504,7 +574,6 @@ def train_and_evaluate(
     )
     ckpt_lib.write_json(workdir / "summary.json", summary)
     writer.flush()
-    ckpts.close()
     logging.info("summary: %s", summary)
     return summary
 
@@ -544,20 +613,24 @@ def _flat_hparams(config) -> dict:
 # ------------------------------------------------------------------ eval mode
 def evaluate_checkpoint(config, workdir: str | Path) -> dict:
     """`--mode=eval`: metrics of the workdir's checkpoint (`config.checkpoint.eval_which`)."""
-    workdir = Path(workdir)
-    exp = build_experiment(config, workdir=workdir)
-    ckpts = ckpt_lib.RunCheckpoints(workdir, keep=config.checkpoint.keep)
-    which = config.checkpoint.eval_which
-    restored = ckpts.restore(exp.abstract_state, which)
-    if restored is None and which == "best":
-        restored = ckpts.restore(exp.abstract_state, "latest")
-    if restored is None:
-        raise UserError(f"no checkpoint in {workdir}; train first (--mode=train)")
-    state, meta = restored
-    results = exp.evaluate(state, config.eval_splits)
-    out = {"step": int(meta["step"]), "checkpoint": which, "metrics": results}
-    ckpt_lib.write_json(workdir / "eval.json", out)
-    ckpts.close()
+    config_utils.validate_config(config)
+    with run_dir.claim(workdir, what="eval") as run:
+        exp = build_experiment(config, workdir=run.path)
+        ckpts = ckpt_lib.RunCheckpoints(run.path, keep=config.checkpoint.keep)
+        try:
+            which = config.checkpoint.eval_which
+            restored = ckpts.restore(exp.abstract_state, which)
+            if restored is None and which == "best":
+                restored = ckpts.restore(exp.abstract_state, "latest")
+            if restored is None:
+                raise UserError(f"no checkpoint in {run.path}; train first (--mode=train)")
+            run.started()
+            state, meta = restored
+            results = exp.evaluate(state, config.eval_splits)
+        finally:
+            ckpts.close()
+        out = {"step": int(meta["step"]), "checkpoint": which, "metrics": results}
+        ckpt_lib.write_json(run.path / "eval.json", out)
     for key, value in sorted(results.items()):
         print(f"{key}: {value:.4f}")
     return out

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from dllab_jax.errors import UserError
 
@@ -87,3 +88,21 @@ def image_size_key(
     if min(h, w) < minimum:
         raise UserError(f"config.data.image_size must be at least {minimum} pixels, got {value!r}")
     return h, w
+
+
+def load_image(path: str) -> Image.Image:
+    """An image file decoded by PIL (pixels loaded, file closed).
+
+    Raises:
+      UserError: the file is missing, truncated or not an image, naming it; sources read
+        lazily, so this can come mid-run, and the training loop saves before it stops.
+    """
+    try:
+        image = Image.open(path)
+        image.load()  # decodes now (and closes the file), so a broken file fails here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"image file {path} cannot be read ({reason}); replace or remove it"
+        ) from None
+    return image

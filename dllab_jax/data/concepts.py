@@ -96,7 +96,14 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from dllab_jax.data.base import ArraySource, Source, SourceInfo, image_size_key, int_key
+from dllab_jax.data.base import (
+    ArraySource,
+    Source,
+    SourceInfo,
+    image_size_key,
+    int_key,
+    load_image,
+)
 from dllab_jax.data.folder import read_image
 from dllab_jax.data.procedural import to_uint8
 from dllab_jax.data.registry import register
@@ -575,7 +582,7 @@ def load_concepts_folder(
         json_path = os.path.splitext(path)[0] + ".json"
         if not os.path.isfile(json_path):
             raise UserError(f"{path} has no JSON beside it: expected {json_path}")
-        with Image.open(path) as pil:
+        with load_image(path) as pil:
             stored = np.asarray(pil.convert("RGB"), dtype=np.uint8)
         if image_size is None:
             image_size = stored.shape[:2]

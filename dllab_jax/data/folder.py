@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from dllab_jax.data.base import SourceInfo, image_size_key
+from dllab_jax.data.base import SourceInfo, image_size_key, load_image
 from dllab_jax.data.registry import register
 from dllab_jax.errors import UserError
 
@@ -62,11 +62,10 @@ def read_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
       image_size: (H, W) to return.
     """
     h, w = image_size
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    image = load_image(path).convert("RGB")
+    if image.size != (w, h):
+        image = image.resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def read_images(paths: Sequence[str], image_size: tuple[int, int]) -> np.ndarray:

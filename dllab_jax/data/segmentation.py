@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from dllab_jax.data import procedural
-from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key
+from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key, load_image
 from dllab_jax.data.registry import register
 from dllab_jax.errors import UserError
 
@@ -460,15 +460,30 @@ def carla_pairs(root: str) -> list[tuple[str, str]]:
     return [(rgb, mask) for _, _, rgb, mask in pairs]
 
 
-def read_carla_mask(path: str, image_size: tuple[int, int]) -> np.ndarray:
-    """A CameraSeg PNG as [H, W] int32: the red channel, nearest-resized; ids >= 13 -> 255."""
+def read_carla_pair(
+    rgb_path: str, mask_path: str, image_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A CameraRGB / CameraSeg pair as ([H, W, 3] uint8, [H, W] int32).
+
+    The image is resized bilinearly, the mask's red channel (the class id) nearest; ids >= 13
+    become 255. A mask of another size than its image is an error, not resized to fit: the
+    two would no longer describe the same pixels.
+    """
+    from dllab_jax.data.folder import read_image
+
     h, w = image_size
-    with Image.open(path) as mask:
+    with load_image(mask_path) as mask, load_image(rgb_path) as rgb:
+        if mask.size != rgb.size:
+            raise UserError(
+                f"{mask_path} is {mask.size[1]}x{mask.size[0]} pixels but its image {rgb_path} "
+                f"is {rgb.size[1]}x{rgb.size[0]}; a CameraSeg mask must match its CameraRGB image"
+            )
         red = mask.convert("RGB").getchannel("R")
-        if red.size != (w, h):
-            red = red.resize((w, h), Image.Resampling.NEAREST)
-        ids = np.asarray(red, dtype=np.int32)
-    return np.where(ids < CARLA_NUM_CLASSES, ids, IGNORE).astype(np.int32)
+    if red.size != (w, h):
+        red = red.resize((w, h), Image.Resampling.NEAREST)
+    ids = np.asarray(red, dtype=np.int32)
+    labels = np.where(ids < CARLA_NUM_CLASSES, ids, IGNORE).astype(np.int32)
+    return read_image(rgb_path, image_size), labels
 
 
 class CarlaSource:
@@ -482,15 +497,13 @@ class CarlaSource:
         return len(self.pairs)
 
     def get(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        from dllab_jax.data.folder import read_images
-
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         h, w, _ = self.info.image_shape
-        pairs = [self.pairs[i] for i in indices]
+        images = np.empty((len(indices), h, w, 3), np.uint8)
         labels = np.empty((len(indices), h, w), np.int32)
-        for i, (_, mask) in enumerate(pairs):
-            labels[i] = read_carla_mask(mask, (h, w))
-        return {"image": read_images([rgb for rgb, _ in pairs], (h, w)), "label": labels}
+        for i, index in enumerate(indices):
+            images[i], labels[i] = read_carla_pair(*self.pairs[index], (h, w))
+        return {"image": images, "label": labels}
 
 
 @register("carla")

@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from dllab_jax.data.base import SourceInfo, int_key
+from dllab_jax.data.base import SourceInfo, int_key, load_image
 from dllab_jax.data.registry import register
 from dllab_jax.data.segmentation import IGNORE, _check_split
 from dllab_jax.errors import UserError
@@ -118,7 +118,7 @@ def read_voc_label(path: str) -> np.ndarray:
     The palette image is read as its indices (no RGB conversion): they are the class ids.
     Greyscale ('L') PNGs of the same values (some redistributions) read the same way.
     """
-    with Image.open(path) as png:
+    with load_image(path) as png:
         if png.mode not in ("P", "L"):
             raise UserError(
                 f"{path} is a {png.mode!r} PNG; VOC labels must be palette ('P') or greyscale "
@@ -131,7 +131,7 @@ def read_voc_label(path: str) -> np.ndarray:
 
 def read_voc_image(path: str) -> np.ndarray:
     """A JPEGImages file as [h, w, 3] uint8 at its own size (greyscale/CMYK -> RGB)."""
-    with Image.open(path) as image:
+    with load_image(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
