@@ -213,9 +213,8 @@ def main() -> int:
     stops = len(events)
     kills = sum(e["how"].startswith("kill") for e in events)
     terms = stops - kills
-    verdict = (
-        f"{resumed}/{stops} resumed, {len(corrupt)} corrupt, "
-        + ("metrics equal" if not differences else "metrics differ: " + "; ".join(differences))
+    verdict = f"{resumed}/{stops} resumed, {len(corrupt)} corrupt, " + (
+        "metrics equal" if not differences else "metrics differ: " + "; ".join(differences)
     )
     report = {
         "verdict": verdict,
