@@ -136,17 +136,16 @@ class RunCheckpoints:
             )
         items = {k: ocp.args.StandardSave(v) for k, v in _state_items(state).items()}
         items["meta"] = ocp.args.JsonSave(dict(meta, step=int(step)))
+        _check_free_space(manager, step, _state_items(state))
         try:
             manager.save(step, args=ocp.args.Composite(**items), force=True)
         except Exception as error:
             line = explain_os_error(error)
             if line is None:
                 raise
-            last = [s for s in manager.all_steps() if s != step]
-            kept = f"the checkpoint at step {max(last)} is kept" if last else "none was saved yet"
             raise UserError(
                 f"the checkpoint at step {step} could not be written to {manager.directory} "
-                f"({line}); {kept}; rerun the same command to resume"
+                f"({line}); {_kept(manager, step)}; rerun the same command to resume"
             ) from None
 
     def save_latest(self, step: int, state, meta: dict) -> None:
@@ -243,6 +242,29 @@ class RunCheckpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def _kept(manager: ocp.CheckpointManager, step: int) -> str:
+    older = [s for s in manager.all_steps() if s != step]
+    return f"the checkpoint at step {max(older)} is kept" if older else "none was saved yet"
+
+
+def _check_free_space(manager: ocp.CheckpointManager, step: int, items: dict) -> None:
+    """Refuses a save the disk cannot hold, before orbax starts writing it.
+
+    A write that fails half-way is safe (orbax never renames it into place) but noisy:
+    tensorstore's threads print a traceback each. The arrays' size is an upper bound of what
+    orbax writes (it compresses), plus room for its metadata.
+    """
+    needed = sum(int(x.nbytes) for x in jax.tree.leaves(items)) + 2**20
+    free = shutil.disk_usage(manager.directory).free
+    if free < needed:
+        raise UserError(
+            f"the checkpoint at step {step} needs up to {needed / 2**20:.1f} MiB in "
+            f"{manager.directory} but {free / 2**20:.1f} MiB are free; free disk space (or use "
+            f"a --workdir on another disk); {_kept(manager, step)}; rerun the same command to "
+            "resume"
+        )
 
 
 def _shapes(tree) -> list[tuple]:

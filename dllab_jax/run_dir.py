@@ -120,7 +120,9 @@ def claim(workdir: str | Path, *, what: str = "run") -> Iterator[RunDirectory]:
             absolute = path.absolute()
             base = _nearest_existing(absolute)
             if not os.access(base, os.W_OK):
-                raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(base))
+                read_only = os.statvfs(base).f_flag & os.ST_RDONLY
+                code = errno.EROFS if read_only else errno.EACCES
+                raise OSError(code, os.strerror(code), str(base))
             try:
                 path.mkdir(parents=True)
                 created = base / absolute.relative_to(base).parts[0]

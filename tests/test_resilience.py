@@ -291,6 +291,24 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_the_older_checkpoint(tmp_
     assert _steps(workdir, "checkpoints") == [3]
 
 
+def test_a_save_the_disk_cannot_hold_is_refused_before_writing(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    real_usage = shutil.disk_usage
+
+    def usage(path):
+        total, used, free = real_usage(path)
+        return type(real_usage(path))(total, used, 1000 if "checkpoints" in str(path) else free)
+
+    train.train_and_evaluate(resilient_config(), workdir, stop_at_step=5)
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    with pytest.raises(
+        UserError, match=r"checkpoint at step \d+ needs up to .* MiB .* but 0.0 MiB"
+    ):
+        train.train_and_evaluate(resilient_config(), workdir)
+    assert _steps(workdir, "checkpoints") == [3, 4]
+    assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+
+
 def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch):
     real_open = os.open
 
