@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-# TensorFlow (imported by tfds and clu) prints CPU-feature banners unless told not to.
+# TensorFlow (imported by the tfds sources, and by tensorboard when installed) prints
+# CPU-feature banners unless told not to.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
@@ -30,7 +31,8 @@ flags.mark_flags_as_required(["config"])
 
 
 def _hide_gpus_from_tensorflow() -> None:
-    """tfds and clu import TensorFlow; without this it reserves the GPU memory JAX needs."""
+    """Where TensorFlow is installed (the `[tfds]` extra), tfds and tensorboard import it;
+    without this it reserves the GPU memory JAX needs."""
     try:
         import tensorflow as tf
     except ImportError:

@@ -1,7 +1,12 @@
-"""Logging behind one module: clu writers (TensorBoard + console), progress, and the run's
-metric history as JSON lines (the source of the curves and of early stopping on resume).
+"""Logging behind one module: TensorBoard event files and console lines, a progress line,
+and the run's metric history as JSON lines (the source of the curves and of early stopping
+on resume).
 
-clu is imported here and nowhere else, so it can be swapped in one place.
+The event files are written with TensorBoard's own `EventFileWriter` (the one
+`torch.utils.tensorboard` uses): pure Python on top of the `tensorboard` package, so a run
+needs no TensorFlow. clu's writers would need it (`clu.metric_writers` imports TensorFlow's
+summary writer when imported), and tensorboardX would add a dependency that says nothing
+more. Everything a run logs goes through `MetricWriter`, so another backend is one class.
 """
 
 from __future__ import annotations
@@ -9,10 +14,14 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import math
+import time
 from pathlib import Path
 
+import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
+from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 HISTORY_FILE = "metrics.jsonl"
 
@@ -34,16 +43,88 @@ def quiet_library_logs() -> None:
         handler.addFilter(_LibraryInfoFilter())
 
 
-def create_writer(workdir: str | Path):
+class MetricWriter:
+    """Scalars and hyperparameters to `<workdir>/events.out.tfevents.*` and the console."""
+
+    def __init__(self, workdir: str | Path):
+        # flush_secs: TensorBoard shows a live run within seconds; `flush` forces it.
+        self._events = EventFileWriter(str(workdir), flush_secs=10)
+
+    def _write(self, step: int, values: list[summary_pb2.Summary.Value]) -> None:
+        event = event_pb2.Event(
+            wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
+        )
+        self._events.add_event(event)
+
+    def write_scalars(self, step: int, scalars: dict) -> None:
+        values = [
+            summary_pb2.Summary.Value(tag=k, simple_value=float(np.asarray(v)))
+            for k, v in scalars.items()
+        ]
+        self._write(step, values)
+        line = ", ".join(f"{k}={float(np.asarray(v)):.6g}" for k, v in sorted(scalars.items()))
+        logging.info("[%d] %s", step, line)
+
+    def write_hparams(self, hparams: dict) -> None:
+        """The config as a Markdown table in TensorBoard's Text tab (step 0)."""
+        rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(hparams.items()))
+        table = "| key | value |\n|---|---|\n" + rows
+        metadata = text_metadata.create_summary_metadata(display_name="", description="")
+        tensor = tensor_pb2.TensorProto(
+            dtype=7, string_val=[table.encode()], tensor_shape={"dim": [{"size": 1}]}
+        )
+        value = summary_pb2.Summary.Value(tag="hparams", metadata=metadata, tensor=tensor)
+        self._write(0, [value])
+        logging.info("[hyperparameters] %s", hparams)
+
+    def flush(self) -> None:
+        self._events.flush()
+
+    def close(self) -> None:
+        self._events.close()
+
+
+def create_writer(workdir: str | Path) -> MetricWriter:
     """TensorBoard event files in `workdir` plus one console line per write."""
-    return metric_writers.create_default_writer(str(workdir), asynchronous=False)
+    return MetricWriter(workdir)
 
 
-def progress_reporter(num_train_steps: int, writer, every_steps: int):
-    """Logs steps/s, the fraction done and the ETA (clu's ReportProgress)."""
-    return periodic_actions.ReportProgress(
-        num_train_steps=num_train_steps, writer=writer, every_steps=every_steps
-    )
+class ProgressReporter:
+    """Every `every_steps` steps: steps/s since the last report, the fraction done and the ETA,
+    to the console and (steps_per_sec) to TensorBoard."""
+
+    def __init__(self, num_train_steps: int, writer: MetricWriter, every_steps: int):
+        self.total, self.writer, self.every = num_train_steps, writer, every_steps
+        self._last: tuple[int, float] | None = None
+
+    def __call__(self, step: int) -> None:
+        now = time.monotonic()
+        if self._last is None:  # the first call times nothing: it follows compilation
+            self._last = (step, now)
+            return
+        if step % self.every and step != self.total:
+            return
+        last_step, last_time = self._last
+        self._last = (step, now)
+        if step <= last_step or now <= last_time:
+            return
+        rate = (step - last_step) / (now - last_time)
+        eta = (self.total - step) / rate
+        self.writer.write_scalars(step, {"steps_per_sec": rate})
+        logging.info(
+            "%.1f steps/s, %.1f%% (%d/%d), ETA: %dm%02ds",
+            rate,
+            100 * step / self.total,
+            step,
+            self.total,
+            eta // 60,
+            eta % 60,
+        )
+
+
+def progress_reporter(num_train_steps: int, writer: MetricWriter, every_steps: int):
+    """Logs steps/s, the fraction done and the ETA every `every_steps` steps."""
+    return ProgressReporter(num_train_steps, writer, every_steps)
 
 
 class History:

@@ -7,7 +7,7 @@ What the loop owns (a task never re-implements it):
     (state replicated, batch sharded over a `data` mesh axis); the step's randomness is
     `fold_in(base_key, step)`, so no key is carried and a resumed run draws the same keys;
   * evaluation on padded, masked batches (exact for any split size);
-  * logging (clu writers: TensorBoard + console, a progress line with steps/s and ETA) and a
+  * logging (TensorBoard event files + console, a progress line with steps/s and ETA) and a
     JSON-lines history;
   * orbax checkpoints: the latest K and the best by `config.checkpoint.best_metric`;
     restarting in the same workdir resumes; `config.init_from` loads another run's weights;
@@ -424,19 +424,24 @@ def _train(config, run: run_dir.RunDirectory, signals: preemption.StopSignals, s
         ckpts.set_aside_after(start_step)
         ckpt_lib.write_json(workdir / "config.json", config.to_dict())
         history = logs.History(workdir, resume_step=start_step if restored_meta else None)
-        return _train_loop(
-            exp, ckpts, history, state, restored_meta, start_step, signals, stop_at_step
-        )
+        writer = logs.create_writer(workdir)
+        try:
+            return _train_loop(
+                exp, ckpts, history, writer, state, restored_meta, start_step, signals, stop_at_step
+            )
+        finally:
+            writer.close()
     finally:
         ckpts.close()
 
 
-def _train_loop(exp, ckpts, history, state, restored_meta, start_step, signals, stop_at_step):
+def _train_loop(
+    exp, ckpts, history, writer, state, restored_meta, start_step, signals, stop_at_step
+):
     config, workdir = exp.config, ckpts.workdir
     # A run that stopped early stays stopped; one that ran out of steps continues when the
     # config now asks for more.
     finished = bool(restored_meta and restored_meta.get("stopped_early"))
-    writer = logs.create_writer(workdir)
     if not restored_meta:
         writer.write_hparams(_flat_hparams(config))
     num_params = count_params(state.params)

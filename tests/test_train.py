@@ -319,3 +319,50 @@ def test_early_stopping_stops_after_patience_and_stays_stopped(tmp_path):
     assert checkpoint.RunCheckpoints(tmp_path).latest_step() == 3
     again = train.train_and_evaluate(config, tmp_path)  # restarting does not train on
     assert again["step"] == 3
+
+
+_WITHOUT_TENSORFLOW = """
+import runpy, sys
+# A module set to None in sys.modules cannot be imported: as on a machine without them.
+for name in ("tensorflow", "tensorflow_datasets", "clu"):
+    sys.modules[name] = None
+workdir, bench = sys.argv[1], sys.argv[2]
+sys.argv = ["main.py", "--config=configs/classification.py:smoke", "--workdir=" + workdir]
+try:
+    runpy.run_path("main.py", run_name="__main__")
+except SystemExit as stop:
+    assert not stop.code, stop.code
+from dllab_jax import benchmark
+from dllab_jax.config_utils import load_config
+config = load_config("configs/classification.py:smoke")
+config.unlock()
+config.benchmark.steps, config.benchmark.warmup_steps = 2, 1
+benchmark.run_benchmark(config, bench)
+"""
+
+
+def test_core_trains_logs_and_benchmarks_without_tensorflow(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(tmp_path / "run"), str(tmp_path / "b")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["step"] == 6 and 0.0 <= summary["metrics"]["val/accuracy"] <= 1.0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/accuracy")] == [3, 6]
+    assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["timed_steps"] == 2
+
+
+def test_tfds_sources_without_tensorflow_name_the_extra(monkeypatch):
+    from dllab_jax.data import tfds_sources
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with pytest.raises(UserError, match=r"pip install -e '\.\[tfds\]'"):
+        tfds_sources._import_tfds()

@@ -51,11 +51,18 @@ def _hide_gpus_from_tensorflow(tf: Any) -> None:
 
 
 def _import_tfds() -> Any:
-    import tensorflow as tf
+    """tensorflow_datasets, with TensorFlow kept off the GPU; they are the `[tfds]` extra."""
+    try:
+        import tensorflow as tf
 
-    _hide_gpus_from_tensorflow(tf)
-    import tensorflow_datasets as tfds
-
+        _hide_gpus_from_tensorflow(tf)
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise UserError(
+            f"this data source reads a tfds data set, which needs TensorFlow and "
+            f"tensorflow-datasets ({error}); install them with `pip install -e '.[tfds]'`, or "
+            "use an offline preset"
+        ) from None
     return tfds
 
 
