@@ -33,13 +33,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = f"{REPO}/configs/classification.py:smoke"
-# 300 steps; evaluations (and so best saves) every 3, train logs every 4, regular saves every
-# 5: every window where a kill used to break a run comes round many times.
+# 1000 steps (more than the stops consume); evaluations (and so best saves) every 3, train
+# logs every 4, regular saves every 20: every window where a kill used to break a run (between
+# a best and a regular save, mid train-window, mid save) comes round many times.
 OVERRIDES = (
-    "--config.num_train_steps=300",
+    "--config.num_train_steps=1000",
     "--config.eval_every_steps=3",
     "--config.log_every_steps=4",
-    "--config.checkpoint.every_steps=5",
+    "--config.checkpoint.every_steps=20",
 )
 
 
@@ -100,8 +101,9 @@ def wait_for_progress(proc: subprocess.Popen, workdir: Path, timeout: float = 30
 def stop_once(proc, workdir: Path, how: str, rng: random.Random) -> dict:
     """Stops `proc` as `how` says; returns what happened."""
     event = {"how": how, "t": time.strftime("%H:%M:%S")}
+    started_at = last_step(workdir)
     if how == "kill_startup":
-        time.sleep(rng.uniform(0.5, 6.0))
+        time.sleep(rng.uniform(0.5, 4.0))
     elif how in ("kill_random", "term"):
         wait_for_progress(proc, workdir)
         time.sleep(rng.uniform(0.0, 1.0))
@@ -115,6 +117,7 @@ def stop_once(proc, workdir: Path, how: str, rng: random.Random) -> dict:
         return event
     event["during_save"] = saving(workdir)
     event["step_logged"] = last_step(workdir)
+    event["phase"] = "training" if event["step_logged"] > started_at else "start-up"
     proc.send_signal(signal.SIGKILL if how.startswith("kill") else signal.SIGTERM)
     proc.wait()
     event["returncode"] = proc.returncode
@@ -173,8 +176,9 @@ def main() -> int:
             corrupt.append(f"stop {i} ({how}): exit {event['returncode']}")
         events.append(event)
         print(
-            f"chaos: {i + 1}/{len(hows)} {how} at logged step {event['step_logged']}"
-            f"{' during a save' if event['during_save'] else ''} -> exit {event['returncode']}"
+            f"chaos: {i + 1}/{len(hows)} {how} in {event['phase']} at logged step "
+            f"{event['step_logged']}{' during a save' if event['during_save'] else ''} -> exit "
+            f"{event['returncode']}"
         )
         proc = start(workdir, log)
         # A resume that works gets past its start and logs a new step (or finishes cleanly).
@@ -220,7 +224,12 @@ def main() -> int:
         "verdict": verdict,
         "kills": kills,
         "terms": terms,
-        "kills_during_saves": sum(bool(e.get("during_save")) for e in events),
+        "kills_during_saves": sum(
+            bool(e.get("during_save")) for e in events if e["how"].startswith("kill")
+        ),
+        "kills_during_start_up": sum(
+            e.get("phase") == "start-up" for e in events if e["how"].startswith("kill")
+        ),
         "corrupt": corrupt,
         "differences": differences,
         "events": events,
@@ -229,7 +238,8 @@ def main() -> int:
     }
     (root / "chaos.json").write_text(json.dumps(report, indent=2) + "\n")
     print(
-        f"chaos: {kills} SIGKILL ({report['kills_during_saves']} during checkpoint writes), "
+        f"chaos: {kills} SIGKILL ({report['kills_during_saves']} during checkpoint writes, "
+        f"{report['kills_during_start_up']} during start-up), "
         f"{terms} SIGTERM, {report['wall_s']:.0f} s; details in {root / 'chaos.json'}"
     )
     for line in corrupt:
