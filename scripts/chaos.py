@@ -156,6 +156,7 @@ def main() -> int:
     rng.shuffle(hows)
     workdir, log = root / "chaos", root / "chaos.log"
     events, corrupt, resumed = [], [], 0
+    unchecked: list[dict] = []  # stops whose resume is checked once a start logs a step
     proc = start(workdir, log)
     for i, how in enumerate(hows):
         event = stop_once(proc, workdir, how, rng)
@@ -181,15 +182,20 @@ def main() -> int:
             f"{event['returncode']}"
         )
         proc = start(workdir, log)
+        unchecked.append(event)
+        if i + 1 < len(hows) and hows[i + 1] == "kill_startup":
+            continue  # the next stop comes before this start logs anything: checked after it
         # A resume that works gets past its start and logs a new step (or finishes cleanly).
         if wait_for_progress(proc, workdir) or proc.poll() == 0:
-            resumed += 1
-            event["next_start"] = "resumed"
+            resumed += len(unchecked)
+            for stop in unchecked:
+                stop["next_start"] = "resumed"
         else:
             event["next_start"] = f"failed (exit {proc.poll()})"
             corrupt.append(f"start after stop {i} ({how}) failed: exit {proc.poll()}")
             proc.kill()
             proc = start(workdir, log)
+        unchecked = []
     proc.wait()
     if proc.returncode != 0:
         corrupt.append(f"the final run exited {proc.returncode}")
