@@ -490,6 +490,15 @@ def _train_loop(
         writer.flush()
         raise preemption.Interrupted(signals.requested, step, saved=saved)
 
+    def stop_on_data_error(error: UserError, step: int) -> None:
+        """Bad data met mid-run (an image that does not decode): keep the work, then stop."""
+        if last_saved != step and step > 0:
+            save_latest(step)
+        ckpts.wait()
+        if last_saved == step:
+            raise UserError(f"{error} (a checkpoint at step {step} is kept)") from None
+        raise error
+
     progress = logs.progress_reporter(exp.total_steps, writer, config.log_every_steps)
     batches = pipeline.prefetch(
         pipeline.train_batches(
@@ -509,13 +518,8 @@ def _train_loop(
             return {}
         try:
             batch = next(batches)
-        except UserError as error:  # bad data (an image that does not decode): keep the work
-            if last_saved != step and step > 0:
-                save_latest(step)
-            ckpts.wait()
-            if last_saved == step:
-                raise UserError(f"{error} (a checkpoint at step {step} is kept)") from None
-            raise
+        except UserError as error:
+            stop_on_data_error(error, step)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
             state, metrics = exp.jitted_train_step(state, exp.place(batch))
         step_metrics.append(metrics)
@@ -532,7 +536,10 @@ def _train_loop(
 
         new_best = None
         if step % exp.eval_every == 0 or is_last:
-            results = exp.evaluate(state, config.eval_during_training)
+            try:
+                results = exp.evaluate(state, config.eval_during_training)
+            except UserError as error:
+                stop_on_data_error(error, step)
             writer.write_scalars(step, results)
             history.append(step, results)
             if best_metric:

@@ -20,7 +20,7 @@ from PIL import Image
 from test_train import SMOKE, smoke_config
 
 from dllab_jax import checkpoint, logs, preemption, run_dir, train
-from dllab_jax.config_utils import REPO_ROOT, validate_config
+from dllab_jax.config_utils import REPO_ROOT, load_config, validate_config
 from dllab_jax.data import get_source
 from dllab_jax.errors import UserError
 
@@ -324,24 +324,48 @@ def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_corrupt_image_is_named_in_one_line(tmp_path):
+def _write_birds(root):
     rng = np.random.default_rng(0)
     for split, per_class in (("train", 8), ("valid", 2), ("test", 2)):
         for species in ("CROW", "DOVE"):
-            folder = tmp_path / "birds" / split / species
+            folder = root / split / species
             folder.mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
                     folder / f"{i}.png"
                 )
+
+
+def _truncate(image_file):
+    image_file.write_bytes(image_file.read_bytes()[:60])  # cut off mid-pixels
+
+
+def test_a_corrupt_image_is_named_in_one_line(tmp_path):
+    _write_birds(tmp_path / "birds")
     broken = tmp_path / "birds" / "train" / "CROW" / "3.png"
-    broken.write_bytes(broken.read_bytes()[:60])  # truncated mid-pixels
+    _truncate(broken)
     config = ml_collections.ConfigDict(dict(name="folder", root=str(tmp_path / "birds")))
     config.image_size = 16
     source = get_source(config, "train")
     with pytest.raises(UserError, match=rf"image file {broken} cannot be read .*replace or remove"):
         source.get(np.arange(len(source)))
     np.testing.assert_array_equal(source.get([0])["label"], [0])  # the others still read
+
+
+def test_a_corrupt_image_met_mid_run_stops_the_run_with_its_work_saved(tmp_path):
+    _write_birds(tmp_path / "birds")
+    broken = tmp_path / "birds" / "valid" / "DOVE" / "1.png"
+    _truncate(broken)
+    config = load_config("configs/classification.py:birds,smoke")
+    config.data.root = str(tmp_path / "birds")
+    config.data.image_size = 16
+    config.batch_size = config.eval_batch_size = 8
+    # Training reads only train/; the first evaluation (step 3) meets the broken file.
+    with pytest.raises(UserError) as error:
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert str(error.value).startswith(f"image file {broken} cannot be read (")
+    assert str(error.value).endswith("; replace or remove it (a checkpoint at step 3 is kept)")
+    assert _steps(tmp_path / "run", "checkpoints") == [2, 3]  # 3: saved on the error
 
 
 def test_a_carla_mask_of_another_size_is_an_error(tmp_path):
