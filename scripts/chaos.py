@@ -115,9 +115,10 @@ def stop_once(proc, workdir: Path, how: str, rng: random.Random) -> dict:
     if proc.poll() is not None:
         event.update(outcome="ended before the stop", returncode=proc.returncode)
         return event
-    event["during_save"] = saving(workdir)
     event["step_logged"] = last_step(workdir)
     event["phase"] = "training" if event["step_logged"] > started_at else "start-up"
+    # In start-up, a temporary folder is the one a kill left before; this start removes it.
+    event["during_save"] = event["phase"] == "training" and saving(workdir)
     proc.send_signal(signal.SIGKILL if how.startswith("kill") else signal.SIGTERM)
     proc.wait()
     event["returncode"] = proc.returncode
