@@ -110,8 +110,6 @@ class RunCheckpoints:
         self.workdir = Path(workdir)
         self.latest = _manager(self.workdir / LATEST_DIR, keep, async_save=async_save)
         self.best = _manager(self.workdir / BEST_DIR, 1, async_save=async_save)
-        # Steps that did not restore, per kind: [(step, reason)], filled by `restore`.
-        self.unreadable: dict[str, list[tuple[int, str]]] = {"latest": [], "best": []}
 
     def _manager_of(self, which: str) -> ocp.CheckpointManager:
         if which not in ("latest", "best"):
@@ -167,8 +165,7 @@ class RunCheckpoints:
         """Restores a full train state against `abstract_state` (shapes, dtypes, shardings).
 
         Tries the newest checkpoint of that kind first and falls back to older ones when one
-        does not read (its files are truncated or corrupt); each one skipped is printed, and
-        recorded in `self.unreadable[which]`.
+        does not read (its files are truncated or corrupt); each one skipped is printed.
 
         Returns:
           (state, meta), or None when there is no checkpoint of that kind.
@@ -182,7 +179,7 @@ class RunCheckpoints:
         if not steps:
             return None
         targets = _state_items(abstract_state)
-        self.unreadable[which] = []
+        unreadable: list[tuple[int, str]] = []
         for step in steps:
             problem = _mismatch(manager, step, targets)
             if problem is None:
@@ -199,14 +196,14 @@ class RunCheckpoints:
                     f"config's model or optimiser ({problem[len('mismatch: ') :]}); use another "
                     "--workdir, or the config that made it"
                 )
-            self.unreadable[which].append((step, problem))
+            unreadable.append((step, problem))
             then = "trying the one before it" if step != steps[-1] else "no older one is kept"
             print(
                 f"checkpoint step {step} in {manager.directory} does not restore ({problem}); "
                 f"{then}",
                 file=sys.stderr,
             )
-        reasons = "; ".join(f"step {s}: {r}" for s, r in self.unreadable[which])
+        reasons = "; ".join(f"step {s}: {r}" for s, r in unreadable)
         raise UserError(
             f"no checkpoint in {manager.directory} restores ({reasons}); they are left as they "
             "are: move that folder away to start this run afresh, or use another --workdir"

@@ -480,22 +480,23 @@ def _train_loop(
         ckpts.save_latest(step, state, meta)
         last_saved = step
 
+    def keep_work(step: int) -> bool:
+        """Saves `step` unless it is saved already; True when a checkpoint of it exists."""
+        if last_saved != step and step > 0:  # step 0 is the seed's initial state
+            save_latest(step)
+        ckpts.wait()
+        return last_saved == step
+
     def stop_on_signal(step: int) -> None:
         if signals.requested is None:
             return
-        if last_saved != step and step > 0:  # step 0 is the seed's initial state
-            save_latest(step)
-        saved = last_saved == step
-        ckpts.wait()
+        saved = keep_work(step)
         writer.flush()
         raise preemption.Interrupted(signals.requested, step, saved=saved)
 
     def stop_on_data_error(error: UserError, step: int) -> None:
         """Bad data met mid-run (an image that does not decode): keep the work, then stop."""
-        if last_saved != step and step > 0:
-            save_latest(step)
-        ckpts.wait()
-        if last_saved == step:
+        if keep_work(step):
             raise UserError(f"{error} (a checkpoint at step {step} is kept)") from None
         raise error
 
