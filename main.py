@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dllab_jax import config_utils
+from dllab_jax import config_utils, performance
 from dllab_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -103,6 +103,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    performance.configure_xla()  # before any JAX backend starts (XLA reads flags once)
     _hide_gpus_from_tensorflow()
     # Imported after TensorFlow is kept off the GPU.
     from dllab_jax import benchmark, logs, preemption, train

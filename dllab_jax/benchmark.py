@@ -1,45 +1,24 @@
-"""`--mode=benchmark`: time the jitted train step on device-resident synthetic batches."""
+"""`--mode=benchmark`: time one config's jitted train step on a device-resident batch.
+
+The batch comes from the config's own train source; where that data set is not on disk and
+its shape is known (CIFAR-10, CARLA, Oxford-IIIT Pet, VOC), from random data of that shape.
+`python -m dllab_jax.bench` times whole suites against PyTorch.
+"""
 
 from __future__ import annotations
 
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import jax
-import numpy as np
+import ml_collections
 
 from dllab_jax import checkpoint as ckpt_lib
-from dllab_jax import config_utils, run_dir, train
-
-
-def _synthetic_batch(exp: train.Experiment) -> dict:
-    """The task's dummy batch filled with random values of the right dtypes and ranges."""
-    batch = exp.task.dummy_batch(exp.config.batch_size)
-    rng = np.random.default_rng(0)
-    out = {}
-    for key, value in batch.items():
-        if value.dtype == np.uint8:
-            out[key] = rng.integers(0, 256, value.shape, dtype=np.uint8)
-        elif np.issubdtype(value.dtype, np.integer):
-            # Labels: 0 is valid for every task; random ones would need the class count.
-            out[key] = np.zeros_like(value)
-        else:
-            out[key] = rng.standard_normal(value.shape).astype(value.dtype)
-    return out
-
-
-def _flops(compiled) -> float | None:
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # some backends do not implement it
-        return None
-    if isinstance(analysis, list | tuple):
-        analysis = analysis[0] if analysis else None
-    if not analysis or "flops" not in analysis:
-        return None
-    return float(analysis["flops"])
+from dllab_jax import config_utils, run_dir
+from dllab_jax import data as data_lib
+from dllab_jax.bench import cases, timing
+from dllab_jax.errors import UserError
 
 
 def run_benchmark(config, workdir: str | Path) -> dict:
@@ -55,41 +34,52 @@ def run_benchmark(config, workdir: str | Path) -> dict:
     return result
 
 
+def _with_stand_in_data(config):
+    """`config` itself if its train split loads; else, for a data set we know the shape of,
+    the same config on `synthetic` data of that shape (the step is the same, the pixels
+    random), with a note. Timing should not need a data set on disk."""
+    try:
+        data_lib.get_source(config.data, "train")
+        return config, None
+    except UserError as error:
+        stand_in = cases.synthetic_stand_in(config.data)
+        if stand_in is None:
+            raise
+        print(f"note: {error}; timing on random data of the same shape instead")
+        config = config.copy_and_resolve_references()
+        config.unlock()
+        config.data = stand_in
+        if "augment" in config:
+            config.augment = ml_collections.ConfigDict()
+        config.lock()
+        return config, f"synthetic stand-in for {stand_in.stands_in_for}"
+
+
 def _time_train_step(config, workdir: Path) -> dict:
-    exp = train.build_experiment(config, workdir=workdir)
-    state = exp.init_state_fn(jax.random.key(config.seed))
-    batch = exp.place(_synthetic_batch(exp))
-
-    lowered = exp.jitted_train_step.lower(state, batch)
-    start = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
-    flops = _flops(compiled)
-
-    for _ in range(config.benchmark.warmup_steps):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(config.benchmark.steps):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
+    config, data_note = _with_stand_in_data(config)
+    step = timing.JaxTrainStep(config, workdir)
+    times = timing.time_interleaved(
+        {"train": step},
+        warmup=config.benchmark.warmup_steps,
+        rounds=1,
+        steps_per_round=config.benchmark.steps,
+    )["train"]
     step_s = statistics.median(times)
-
-    devices = exp.mesh.devices.flatten().tolist()
-    stats = devices[0].memory_stats() or {}
+    devices = step.exp.mesh.devices.flatten().tolist()
+    flops = step.flops
+    memory = step.peak_memory()
     result = {
         "model": config.model.name,
         "dtype": config.model.get("dtype", "float32"),
+        "data": data_note or config.data.name,
         "global_batch_size": config.batch_size,
-        "num_params": train.count_params(state.params),
+        "num_params": step.num_params,
         "device": devices[0].device_kind,
         "num_devices": len(devices),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
         "python": platform.python_version(),
-        "compile_s": round(compile_s, 3),
+        "compile_s": round(step.compile_s, 3),
         "step_s_median": step_s,
         "step_s_min": min(times),
         "timed_steps": len(times),
@@ -97,15 +87,14 @@ def _time_train_step(config, workdir: Path) -> dict:
         # XLA's cost analysis of the partitioned program counts one device's work.
         "flops_per_step_per_device": flops,
         "tflops_per_s": flops * len(devices) / step_s / 1e12 if flops else None,
-        "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
+        "peak_bytes_in_use": memory,
     }
     tflops = f"{result['tflops_per_s']:.3f}" if flops else "n/a"
-    memory = stats.get("peak_bytes_in_use")
     memory = f"{memory / 2**30:.2f} GiB" if memory else "n/a"
     print(
         f"benchmark {config.model.name} batch {config.batch_size} on {len(devices)}x "
-        f"{result['device']}: compile {compile_s:.2f} s, step {step_s * 1e3:.2f} ms (median of "
-        f"{len(times)}), {result['examples_per_s']:.1f} examples/s, {tflops} TFLOP/s, "
-        f"peak memory {memory}"
+        f"{result['device']}: compile {step.compile_s:.2f} s, step {step_s * 1e3:.2f} ms "
+        f"(median of {len(times)}), {result['examples_per_s']:.1f} examples/s, {tflops} "
+        f"TFLOP/s, peak memory {memory}"
     )
     return result

@@ -1,9 +1,10 @@
 """Diffusion exercise (E5): ContextUnet against a PyTorch re-implementation, and the DDPM maths.
 
-The torch model below is the DeepLearning.AI / TeaPearce ContextUnet with one context MLP per
-concept (summed), written with the course's attribute names; its state dict is copied into
-the flax model by name. Samplers are checked with the oracle eps of a one-point data
-distribution, for which exact denoising must land on that point.
+The torch model (`TorchContextUnet` in dllab_jax/bench/torch_models.py) is the DeepLearning.AI /
+TeaPearce ContextUnet with one context MLP per concept (summed), written with the course's
+attribute names; its state dict is copied into the flax model by name. Samplers are checked
+with the oracle eps of a one-point data distribution, for which exact denoising must land on
+that point.
 """
 
 from __future__ import annotations
@@ -19,115 +20,12 @@ import torch
 from torch import nn as tnn
 
 from dllab_jax import diffusion
+from dllab_jax.bench.torch_models import TorchContextUnet
 from dllab_jax.models.context_unet import ContextUnet
 
 CONCEPT_DIMS = (2, 3, 1)
 
-# ------------------------------------------------------------------------ torch reference
-
-
-class TorchResidualConvBlock(tnn.Module):
-    def __init__(self, in_channels, out_channels, is_res=False):
-        super().__init__()
-        self.same_channels = in_channels == out_channels
-        self.is_res = is_res
-        self.conv1 = tnn.Sequential(
-            tnn.Conv2d(in_channels, out_channels, 3, 1, 1),
-            tnn.BatchNorm2d(out_channels),
-            tnn.GELU(),
-        )
-        self.conv2 = tnn.Sequential(
-            tnn.Conv2d(out_channels, out_channels, 3, 1, 1),
-            tnn.BatchNorm2d(out_channels),
-            tnn.GELU(),
-        )
-
-    def forward(self, x):
-        x1 = self.conv1(x)
-        x2 = self.conv2(x1)
-        if not self.is_res:
-            return x2
-        return ((x + x2) if self.same_channels else (x1 + x2)) / 1.414
-
-
-class TorchUnetDown(tnn.Module):
-    def __init__(self, in_channels, out_channels):
-        super().__init__()
-        self.model = tnn.Sequential(
-            TorchResidualConvBlock(in_channels, out_channels),
-            TorchResidualConvBlock(out_channels, out_channels),
-            tnn.MaxPool2d(2),
-        )
-
-    def forward(self, x):
-        return self.model(x)
-
-
-class TorchUnetUp(tnn.Module):
-    def __init__(self, in_channels, out_channels):
-        super().__init__()
-        self.model = tnn.Sequential(
-            tnn.ConvTranspose2d(in_channels, out_channels, 2, 2),
-            TorchResidualConvBlock(out_channels, out_channels),
-            TorchResidualConvBlock(out_channels, out_channels),
-        )
-
-    def forward(self, x, skip):
-        return self.model(torch.cat((x, skip), 1))
-
-
-class TorchEmbedFC(tnn.Module):
-    def __init__(self, input_dim, emb_dim):
-        super().__init__()
-        self.input_dim = input_dim
-        self.model = tnn.Sequential(
-            tnn.Linear(input_dim, emb_dim), tnn.GELU(), tnn.Linear(emb_dim, emb_dim)
-        )
-
-    def forward(self, x):
-        return self.model(x.view(-1, self.input_dim))
-
-
-class TorchContextUnet(tnn.Module):
-    def __init__(self, in_channels=3, n_feat=256, concept_dims=CONCEPT_DIMS, height=28):
-        super().__init__()
-        self.n_feat = n_feat
-        self.init_conv = TorchResidualConvBlock(in_channels, n_feat, is_res=True)
-        self.down1 = TorchUnetDown(n_feat, n_feat)
-        self.down2 = TorchUnetDown(n_feat, 2 * n_feat)
-        self.to_vec = tnn.Sequential(tnn.AvgPool2d(height // 4), tnn.GELU())
-        self.timeembed1 = TorchEmbedFC(1, 2 * n_feat)
-        self.timeembed2 = TorchEmbedFC(1, n_feat)
-        self.contextembed1 = tnn.ModuleList([TorchEmbedFC(d, 2 * n_feat) for d in concept_dims])
-        self.contextembed2 = tnn.ModuleList([TorchEmbedFC(d, n_feat) for d in concept_dims])
-        self.up0 = tnn.Sequential(
-            tnn.ConvTranspose2d(2 * n_feat, 2 * n_feat, height // 4, height // 4),
-            tnn.GroupNorm(8, 2 * n_feat),
-            tnn.ReLU(),
-        )
-        self.up1 = TorchUnetUp(4 * n_feat, n_feat)
-        self.up2 = TorchUnetUp(2 * n_feat, n_feat)
-        self.out = tnn.Sequential(
-            tnn.Conv2d(2 * n_feat, n_feat, 3, 1, 1),
-            tnn.GroupNorm(8, n_feat),
-            tnn.ReLU(),
-            tnn.Conv2d(n_feat, in_channels, 3, 1, 1),
-        )
-
-    def forward(self, x, t, concepts):
-        f = self.n_feat
-        x = self.init_conv(x)
-        down1 = self.down1(x)
-        down2 = self.down2(down1)
-        hiddenvec = self.to_vec(down2)
-        cemb1 = sum(e(c) for e, c in zip(self.contextembed1, concepts)).view(-1, 2 * f, 1, 1)
-        cemb2 = sum(e(c) for e, c in zip(self.contextembed2, concepts)).view(-1, f, 1, 1)
-        temb1 = self.timeembed1(t).view(-1, 2 * f, 1, 1)
-        temb2 = self.timeembed2(t).view(-1, f, 1, 1)
-        up1 = self.up0(hiddenvec)
-        up2 = self.up1(cemb1 * up1 + temb1, down2)
-        up3 = self.up2(cemb2 * up2 + temb2, down1)
-        return self.out(torch.cat((up3, x), 1))
+# ---------------------------------------------------------- torch reference -> flax variables
 
 
 def torch_to_flax(model: TorchContextUnet) -> dict:

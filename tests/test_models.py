@@ -1,8 +1,9 @@
-"""Model tests: exact parameter counts, and logits against PyTorch references built here.
+"""Model tests: exact parameter counts, and logits against PyTorch references.
 
-The references are plain torch: a torchvision-identical ResNet-18 (torchvision itself does not
-install beside the CPU torch wheel) and the UvA tutorial 11 ViT. Inputs are tiny and models
-run eagerly (no jit), since compile time would dominate on CPU.
+The references are plain torch, from dllab_jax/bench/torch_models.py: a torchvision-identical
+ResNet-18 (torchvision itself does not install beside the CPU torch wheel) and the UvA
+tutorial 11 ViT. Inputs are tiny and models run eagerly (no jit), since compile time would
+dominate on CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from flax.traverse_util import flatten_dict
 from torch import nn as tnn
 
+from dllab_jax.bench.torch_models import TorchResNet18, TorchVisionTransformer
 from dllab_jax.errors import UserError
 from dllab_jax.models import MODELS, build_model
 from dllab_jax.models.cnn import CNN, LinearClassifier
@@ -61,119 +63,7 @@ def assert_close_to_scale(ours, ref, tol):
 
 
 # ----------------------------------------------------------------------------------------
-# PyTorch references.
-
-
-class TorchBasicBlock(tnn.Module):
-    """torchvision.models.resnet.BasicBlock (same attribute names, so the same state dict)."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(cout)
-        self.relu = tnn.ReLU()
-        self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = tnn.Sequential(
-                tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class TorchResNet18(tnn.Module):
-    """torchvision.models.resnet18, with the CIFAR stem variant (3x3/1 conv, no maxpool)."""
-
-    def __init__(self, num_classes, stem="imagenet"):
-        super().__init__()
-        if stem == "imagenet":
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-        else:
-            self.conv1 = tnn.Conv2d(3, 64, 3, 1, 1, bias=False)
-            self.maxpool = tnn.Identity()
-        self.bn1 = tnn.BatchNorm2d(64)
-        self.relu = tnn.ReLU()
-        cin = 64
-        for i, width in enumerate((64, 128, 256, 512)):
-            stride = 1 if i == 0 else 2
-            blocks = [TorchBasicBlock(cin, width, stride), TorchBasicBlock(width, width, 1)]
-            setattr(self, f"layer{i + 1}", tnn.Sequential(*blocks))
-            cin = width
-        self.fc = tnn.Linear(512, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(x.mean(dim=(2, 3)), 1))
-
-
-class TorchAttentionBlock(tnn.Module):
-    """UvA tutorial 11 AttentionBlock (sequence-first nn.MultiheadAttention)."""
-
-    def __init__(self, embed_dim, hidden_dim, num_heads, dropout=0.0):
-        super().__init__()
-        self.layer_norm_1 = tnn.LayerNorm(embed_dim)
-        self.attn = tnn.MultiheadAttention(embed_dim, num_heads, dropout=dropout)
-        self.layer_norm_2 = tnn.LayerNorm(embed_dim)
-        self.linear = tnn.Sequential(
-            tnn.Linear(embed_dim, hidden_dim),
-            tnn.GELU(),
-            tnn.Dropout(dropout),
-            tnn.Linear(hidden_dim, embed_dim),
-            tnn.Dropout(dropout),
-        )
-
-    def forward(self, x):
-        inp_x = self.layer_norm_1(x)
-        x = x + self.attn(inp_x, inp_x, inp_x)[0]
-        return x + self.linear(self.layer_norm_2(x))
-
-
-class TorchVisionTransformer(tnn.Module):
-    """UvA tutorial 11 VisionTransformer (patches flattened in (C, ph, pw) order)."""
-
-    def __init__(
-        self,
-        embed_dim,
-        hidden_dim,
-        num_channels,
-        num_heads,
-        num_layers,
-        num_classes,
-        patch_size,
-        num_patches,
-        dropout=0.0,
-    ):
-        super().__init__()
-        self.patch_size = patch_size
-        self.input_layer = tnn.Linear(num_channels * patch_size**2, embed_dim)
-        self.transformer = tnn.Sequential(
-            *(
-                TorchAttentionBlock(embed_dim, hidden_dim, num_heads, dropout)
-                for _ in range(num_layers)
-            )
-        )
-        self.mlp_head = tnn.Sequential(tnn.LayerNorm(embed_dim), tnn.Linear(embed_dim, num_classes))
-        self.dropout = tnn.Dropout(dropout)
-        self.cls_token = tnn.Parameter(torch.randn(1, 1, embed_dim))
-        self.pos_embedding = tnn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        p = self.patch_size
-        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
-        x = x.flatten(1, 2).flatten(2, 4)  # [B, N, C*p*p]
-        x = self.input_layer(x)
-        x = torch.cat([self.cls_token.repeat(b, 1, 1), x], dim=1)
-        x = self.dropout(x + self.pos_embedding[:, : x.shape[1]])
-        x = self.transformer(x.transpose(0, 1))
-        return self.mlp_head(x[0])
+# PyTorch reference weights (dllab_jax/bench/torch_models.py) as our variables.
 
 
 def variables_from_uva_torch_vit(state_dict, num_layers, num_heads, patch_size) -> dict:

@@ -30,6 +30,7 @@ _SOURCE_MODULES = {
     "voc_segmentation": "dllab_jax.data.voc_segmentation",
     "concepts": "dllab_jax.data.concepts",
     "concepts_folder": "dllab_jax.data.concepts",
+    "synthetic": "dllab_jax.data.synthetic",
 }
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax.models import layers
+
 # torchvision's conv init (kaiming normal, fan_out, relu gain): keeps activations at unit scale
 # through ReLU stacks, and is what the PyTorch versions of these labs use.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -99,7 +101,7 @@ class CNN(nn.Module):
                     name=f"block{i}_bn{j}",
                 )(x)
                 x = nn.relu(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = layers.max_pool_2x2(x)
         # Pool in float32 so a bfloat16 run does not lose precision summing many pixels.
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, widths[-1]]
         x = nn.Dropout(self.dropout)(x, deterministic=not train)

@@ -47,6 +47,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax.models import layers
+
 # torch's nn.GELU() is the exact erf form.
 _gelu = functools.partial(nn.gelu, approximate=False)
 
@@ -102,7 +104,7 @@ class UnetDown(nn.Module):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         x = ResidualConvBlock(self.features, dtype=self.dtype, name="block1")(x, train=train)
         x = ResidualConvBlock(self.features, dtype=self.dtype, name="block2")(x, train=train)
-        return nn.max_pool(x, (2, 2), strides=(2, 2))
+        return layers.max_pool_2x2(x)
 
 
 class UnetUp(nn.Module):
@@ -117,9 +119,7 @@ class UnetUp(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, skip: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         x = jnp.concatenate([x, skip], axis=-1)
-        x = nn.ConvTranspose(
-            self.features, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype, name="upconv"
-        )(x)
+        x = layers.PatchConvTranspose(self.features, (2, 2), dtype=self.dtype, name="upconv")(x)
         x = ResidualConvBlock(self.features, dtype=self.dtype, name="block1")(x, train=train)
         x = ResidualConvBlock(self.features, dtype=self.dtype, name="block2")(x, train=train)
         return x
@@ -231,14 +231,9 @@ class ContextUnet(nn.Module):
             return v[:, None, None, :]
 
         side = self.image_size // 4
-        u0 = nn.ConvTranspose(
-            2 * f,
-            (side, side),
-            strides=(side, side),
-            padding="VALID",
-            dtype=self.dtype,
-            name="up0_conv",
-        )(hidden)
+        u0 = layers.PatchConvTranspose(2 * f, (side, side), dtype=self.dtype, name="up0_conv")(
+            hidden
+        )
         u0 = nn.relu(self._group_norm("up0_norm")(u0))
         u1 = UnetUp(f, dtype=self.dtype, name="up1")(
             as_map(cemb1) * u0 + as_map(temb1), down2, train=train

@@ -12,6 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax.models import layers
+
 
 class DoubleConv(nn.Module):
     """(3x3 conv, no bias -> BatchNorm -> ReLU) twice: [B, H, W, C_in] -> [B, H, W, features]."""
@@ -72,12 +74,12 @@ class UNet(nn.Module):
         for level, width in enumerate(self.features):
             x = block(width, name=f"down{level}")(x, train=train)
             skips.append(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = layers.max_pool_2x2(x)
         x = block(self.bottleneck, name="bottleneck")(x, train=train)
         for level in reversed(range(len(self.features))):
             width = self.features[level]
-            x = nn.ConvTranspose(
-                width, (2, 2), strides=(2, 2), dtype=self.dtype, name=f"up{level}_upsample"
+            x = layers.PatchConvTranspose(
+                width, (2, 2), dtype=self.dtype, name=f"up{level}_upsample"
             )(x)
             if self.skip_connections:
                 x = jnp.concatenate([skips[level], x], axis=-1)

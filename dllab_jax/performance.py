@@ -1,0 +1,90 @@
+"""The one place where speed choices are made: XLA:CPU flags and op formulations.
+
+Measured on the 2-core development CPU (jaxlib 0.10.2; `python -m dllab_jax.bench
+--suite=offline`, README "Performance"):
+
+- XLA:CPU hands most convolutions to YNNPACK by default, and YNNPACK is slower there than
+  XLA's own Eigen convolutions: `--xla_cpu_experimental_ynn_fusion_type=
+  LIBRARY_FUSION_TYPE_REDUCE` keeps YNNPACK for reductions only (0.73-0.91x step time on the
+  convolutional defaults; 1.04x on SegFormer, which is matmul-bound).
+- Two formulations in `dllab_jax.models.layers` (2x2 max-pool as reshape + max; transposed
+  convolutions with kernel == stride as a matmul + depth-to-space) avoid XLA:CPU's slow
+  reduce-window gradient and input-dilated weight-gradient convolution, on every backend.
+
+Overrides: `DLLAB_CPU_FLAGS=0` leaves XLA_FLAGS as the user set them (flags the user already
+set always win); `DLLAB_REFERENCE_OPS=1` (or `with reference_ops():` before tracing) makes
+the models use flax's own `nn.max_pool` / `nn.ConvTranspose` lowering. Both change speed only:
+the parameters and the function computed stay the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+# XLA:CPU flags per jaxlib minor version they were measured on. An unknown flag in XLA_FLAGS
+# aborts the process, and XLA renames experimental flags between releases, so a version we
+# have not checked gets none.
+CPU_XLA_FLAGS = {
+    "0.10": ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE",),
+}
+
+_reference_ops = os.environ.get("DLLAB_REFERENCE_OPS", "0") == "1"
+
+
+def use_reference_ops() -> bool:
+    """Whether models trace flax's own ops instead of `dllab_jax.models.layers`' forms."""
+    return _reference_ops
+
+
+@contextlib.contextmanager
+def reference_ops(enabled: bool = True):
+    """Within the block, newly traced models use flax's own ops (jit caches what it traced)."""
+    global _reference_ops
+    previous, _reference_ops = _reference_ops, enabled
+    try:
+        yield
+    finally:
+        _reference_ops = previous
+
+
+def _jaxlib_minor() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return ".".join(version("jaxlib").split(".")[:2])
+    except Exception:
+        return None
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The XLA:CPU flags chosen for the installed jaxlib (none for an unmeasured one)."""
+    return CPU_XLA_FLAGS.get(_jaxlib_minor() or "", ())
+
+
+def configure_xla() -> tuple[str, ...]:
+    """Adds the chosen XLA:CPU flags to XLA_FLAGS; returns the flags added.
+
+    Must run before JAX creates its backends (XLA reads XLA_FLAGS once); main.py and the
+    benchmark call it first thing. A flag the user already set is left as they set it.
+    """
+    if os.environ.get("DLLAB_CPU_FLAGS", "1") == "0":
+        return ()
+    if "jax" in sys.modules and _backends_initialised():
+        return ()
+    current = os.environ.get("XLA_FLAGS", "")
+    set_names = {f.split("=", 1)[0] for f in current.split()}
+    added = tuple(f for f in cpu_flags() if f.split("=", 1)[0] not in set_names)
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([*current.split(), *added])
+    return added
+
+
+def _backends_initialised() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge._backends)
+    except Exception:  # private API moved: assume the worst, change nothing
+        return True
