@@ -94,3 +94,47 @@ def test_cpu_flags_known_to_this_jaxlib_parse(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "3.0"
+
+
+def test_max_pool_3x3_stride2_equals_torch_style_max_pool():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 7, 10, 3)), jnp.float32)
+    reference = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(layers.max_pool_3x3_stride2(x), reference(x))
+    g_ours = jax.grad(lambda x: (layers.max_pool_3x3_stride2(x) ** 2).sum())(x)
+    g_ref = jax.grad(lambda x: (reference(x) ** 2).sum())(x)
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,strides,padding",
+    [
+        ((2, 3, 3, 8), (3, 3), 2, ((1, 1), (1, 1))),  # 2x2 output: patches @ kernel
+        ((2, 4, 4, 8), (1, 1), 2, ((0, 0), (0, 0))),  # ResNet's strided 1x1 shortcut
+        ((2, 2, 2, 8), (3, 3), 1, "SAME"),
+        ((2, 3, 3, 4), (2, 2), 2, "VALID"),
+        ((2, 6, 5, 4), (3, 3), 1, 1),  # a larger map: XLA's convolution
+    ],
+)
+def test_conv_equals_flax_conv_on_every_path(shape, kernel, strides, padding):
+    x = jnp.asarray(np.random.default_rng(2).standard_normal(shape), jnp.float32)
+    reference = nn.Conv(6, kernel, strides=strides, padding=padding)
+    ours = layers.Conv(6, kernel, strides=strides, padding=padding)
+    variables = reference.init(jax.random.key(3), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(3), x), variables)
+    variables = jax.tree.map(lambda v: v + 0.1, variables)
+    expected = reference.apply(variables, x)
+    out_hw = expected.shape[1:3]
+    # On the CPU, maps of at most 4 pixels take the matmul path; the rest XLA's convolution.
+    assert performance.conv_as_matmul(out_hw, kernel, strides) == (out_hw[0] * out_hw[1] <= 4)
+    np.testing.assert_allclose(ours.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+    def grads(module):
+        return jax.grad(lambda v, x: (module.apply(v, x) ** 2).sum(), argnums=(0, 1))(variables, x)
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4),
+        grads(ours),
+        grads(reference),
+    )
+    with performance.reference_ops():
+        assert not performance.conv_as_matmul(out_hw, kernel, strides)

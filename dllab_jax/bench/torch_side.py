@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dllab_jax.bench import torch_models
+from dllab_jax.errors import UserError
 
 VARIANTS = ("eager", "channels_last", "bf16_autocast", "compile")
 
@@ -62,13 +63,28 @@ def _loss_and_inputs(task: str, host_batch: dict, device, rng: np.random.Generat
 class TorchTrainStep:
     """One AdamW step of the reference model on the case's batch, in a chosen variant."""
 
-    def __init__(self, model_name: str, model_kwargs: dict, task: str, host_batch: dict, variant):
+    def __init__(
+        self,
+        model_name: str,
+        model_kwargs: dict,
+        task: str,
+        host_batch: dict,
+        variant: str,
+        expected_params: int | None = None,
+    ):
+        """Raises UserError before running anything if the reference's parameter count is
+        not `expected_params` (the Flax model's): the two would not be the same model."""
         if variant not in VARIANTS:
             raise ValueError(variant)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(0)
         model = torch_models.build_torch_model(model_name, **model_kwargs).to(self.device)
         self.num_params = num_params(model)
+        if expected_params is not None and self.num_params != expected_params:
+            raise UserError(
+                f"the PyTorch reference of {model_name!r} has {self.num_params:,} parameters, "
+                f"the Flax model {expected_params:,}; fix dllab_jax/bench/torch_models.py"
+            )
         inputs, self.loss_fn = _loss_and_inputs(
             task, host_batch, self.device, np.random.default_rng(0)
         )

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from dllab_jax.models import layers
 from dllab_jax.models.resnet import ResNet18Backbone
 
 UPSAMPLE_KERNEL = 64
@@ -91,7 +92,7 @@ class FCN32(nn.Module):
           [B, H, W, num_classes] float32 logits.
         """
         x = ResNet18Backbone("imagenet", dtype=self.dtype, name="backbone")(images, train=train)
-        x = nn.relu(nn.Conv(512, (1, 1), dtype=self.dtype, name="conv6")(x))
-        x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score")(x)
+        x = nn.relu(layers.Conv(512, (1, 1), dtype=self.dtype, name="conv6")(x))
+        x = layers.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score")(x)
         x = upsample_x32(self.num_classes, self.dtype, name="upsample")(x)
         return x.astype(jnp.float32)

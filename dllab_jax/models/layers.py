@@ -34,6 +34,28 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def max_pool_3x3_stride2(x: jnp.ndarray) -> jnp.ndarray:
+    """torch's MaxPool2d(3, stride=2, padding=1) (ResNet's stem), NHWC: -inf padding.
+
+    As the max of nine strided slices: reduce-window's gradient (select-and-scatter with
+    index tensors) was 5% of ResNet-18's step on the CPU; a slice's gradient is a pad.
+    """
+    if performance.use_reference_ops():
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    _, h, w, _ = x.shape
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    windows = [
+        x[:, i : i + 2 * (ho - 1) + 1 : 2, j : j + 2 * (wo - 1) + 1 : 2]
+        for i in range(3)
+        for j in range(3)
+    ]
+    out = windows[0]
+    for window in windows[1:]:
+        out = jnp.maximum(out, window)
+    return out
+
+
 class PatchConvTranspose(nn.Module):
     """`nn.ConvTranspose(features, kernel_size, strides=kernel_size)`, as a matmul.
 
@@ -69,3 +91,81 @@ class PatchConvTranspose(nn.Module):
         if bias is not None:
             y = y + bias
         return y
+
+
+def _pairs(value, n: int = 2) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, Sequence) else (value,) * n
+
+
+def _explicit_padding(padding, in_hw, kernel, strides) -> list[tuple[int, int]] | None:
+    """`nn.Conv`'s padding argument as (low, high) per spatial dim; None if not supported."""
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            return None  # 'CIRCULAR' and the like: flax's own path
+        return jax.lax.padtype_to_pads(in_hw, kernel, strides, padding.upper())
+    if isinstance(padding, int):
+        return [(padding, padding)] * len(kernel)
+    pads = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+    return pads if len(pads) == len(kernel) else None
+
+
+class Conv(nn.Module):
+    """`nn.Conv` (2-D, NHWC) with the same parameters, run as patches @ kernel where XLA:CPU
+    is slow at convolutions.
+
+    XLA:CPU's convolutions on tiny output maps (2x2, 1x1: ResNet-18's last two stages at
+    32x32 input, FCN-32's at 64x64) take a generic path up to 14x slower than the same
+    arithmetic as one matrix product (fwd+bwd, 2 cores: 128x2x2x256 -> 256 3x3, 357 ms as a
+    convolution vs 29 ms as patches @ kernel); on larger maps the convolution is faster and
+    stays. `performance.conv_as_matmul` decides.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: Any = "SAME"
+    use_bias: bool = True
+    dtype: Any = None
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel_size = tuple(self.kernel_size)
+        strides = _pairs(self.strides)
+        in_channels = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (*kernel_size, in_channels, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        pads = _explicit_padding(self.padding, x.shape[1:3], kernel_size, strides)
+        if pads is None or x.ndim != 4:
+            raise ValueError(f"layers.Conv takes 2-D SAME/VALID/explicit padding: {self.padding}")
+        out_hw = [
+            (size + lo + hi - k) // s + 1
+            for size, (lo, hi), k, s in zip(x.shape[1:3], pads, kernel_size, strides)
+        ]
+        if performance.conv_as_matmul(out_hw, kernel_size, strides):
+            y = _conv_as_patches_matmul(x, kernel, pads, strides, out_hw)
+        else:  # what nn.Conv runs
+            y = jax.lax.conv_general_dilated(
+                x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        if bias is not None:
+            y = y + bias
+        return y
+
+
+def _conv_as_patches_matmul(x, kernel, pads, strides, out_hw):
+    """Patches [B, H', W', kh*kw*C] (strided slices of the padded input, in the kernel's
+    (kh, kw, C) order) @ kernel [kh*kw*C, O]. The gradient of a slice is a pad, so the
+    backward pass is matrix products plus adds, no convolution."""
+    kh, kw, c, o = kernel.shape
+    (sh, sw), (ho, wo) = strides, out_hw
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    patches = [
+        x[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
+    return jnp.dot(patches, kernel.reshape(kh * kw * c, o))

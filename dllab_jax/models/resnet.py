@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dllab_jax.errors import UserError
+from dllab_jax.models import layers
 
 STEMS = ("imagenet", "cifar")
 _WIDTHS = (64, 128, 256, 512)
@@ -65,7 +66,7 @@ class BasicBlock(nn.Module):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         """[B, H, W, C_in] -> [B, ceil(H/strides), ceil(W/strides), features]."""
         conv = functools.partial(
-            nn.Conv, self.features, use_bias=False, dtype=self.dtype, kernel_init=_conv_init
+            layers.Conv, self.features, use_bias=False, dtype=self.dtype, kernel_init=_conv_init
         )
         norm = functools.partial(
             nn.BatchNorm,
@@ -118,7 +119,7 @@ class ResNet18Backbone(nn.Module):
             kernel, strides, pad = (7, 7), 2, ((3, 3), (3, 3))
         else:
             kernel, strides, pad = (3, 3), 1, ((1, 1), (1, 1))
-        x = nn.Conv(
+        x = layers.Conv(
             64,
             kernel,
             strides=strides,
@@ -139,7 +140,7 @@ class ResNet18Backbone(nn.Module):
         x = nn.relu(x)
         if self.stem == "imagenet":
             # flax pads max_pool with -inf, as torch's MaxPool2d(3, 2, padding=1) does.
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = layers.max_pool_3x3_stride2(x)
         for stage, width in enumerate(_WIDTHS):
             for block in range(_BLOCKS_PER_STAGE):
                 strides = 2 if stage > 0 and block == 0 else 1

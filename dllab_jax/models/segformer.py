@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dllab_jax.models import layers
+
 _dense_init = nn.initializers.truncated_normal(0.02)
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -44,7 +46,7 @@ class OverlapPatchEmbed(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """[B, H, W, C_in] -> [B, H', W', hidden_size]."""
         pad = self.patch_size // 2
-        x = nn.Conv(
+        x = layers.Conv(
             self.hidden_size,
             (self.patch_size, self.patch_size),
             strides=self.stride,
@@ -77,7 +79,7 @@ class EfficientSelfAttention(nn.Module):
         q = dense("query")(x).reshape(batch, height * width, self.num_heads, head_dim)
         kv = x
         if self.sr_ratio > 1:
-            kv = nn.Conv(
+            kv = layers.Conv(
                 self.hidden_size,
                 (self.sr_ratio, self.sr_ratio),
                 strides=self.sr_ratio,
