@@ -22,4 +22,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 python -c "import jax, torch; print('jax', jax.__version__, jax.devices(), '| torch', torch.__version__, torch.cuda.is_available())"
-python -m dllab_jax.bench --suite="$SUITE" --out="$OUT/$SUITE" "$@"
+# 5 of the 8 minutes for the suite (start-up, installs and compiles take the rest); the
+# models with goals run first, the rest are marked skipped if time runs out.
+python -m dllab_jax.bench --suite="$SUITE" --out="$OUT/$SUITE" --rounds=3 \
+  --budget-s="${BUDGET_S:-300}" "$@"

@@ -27,13 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def test_quick_suite_writes_json_and_table(tmp_path):
     out = tmp_path / "bench"
-    command = [sys.executable, "-m", "dllab_jax.bench", "--quick", "--only=CNN"]
+    command = [sys.executable, "-m", "dllab_jax.bench", "--quick", "--only=CNN,tiny"]
     command += ["--dtypes=float32", "--torch=eager", "--rounds=1", "--steps-per-round=2"]
     command += ["--warmup=1", f"--out={out}"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((out / "bench.json").read_text())
-    (row,) = result["rows"]
+    row, two_tower, captioner = result["rows"]
     assert row["name"] == "CNN 4/8 (quick)"
     # widths 4/8 on RGB, 10 classes: convs 3*9*4 + 4*9*4 + 4*9*8 + 8*9*8, BN 2*(4+4+8+8),
     # head 8*10 + 10.
@@ -43,6 +43,13 @@ def test_quick_suite_writes_json_and_table(tmp_path):
     assert row["flops_per_step"] > 0
     table = (out / "bench.md").read_text()
     assert "| CNN 4/8 (quick) | 1,254 | 8 |" in table
+    # The inference rows: transformers' BLIP at the same sizes has the same parameters (the
+    # command checks; the counts are the ones models/blip.py and models/captioner.py state).
+    assert two_tower["num_params"] == 2_375_488
+    assert captioner["num_params"] == 835_872
+    assert captioner["tokens_per_step"] == 4 * 11
+    for inference_row in (two_tower, captioner):
+        assert set(inference_row["runs"]) == {"jax_float32", "torch_eager"}
 
 
 def test_a_reference_with_other_parameter_counts_is_refused(monkeypatch, tmp_path):

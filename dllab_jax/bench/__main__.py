@@ -46,6 +46,9 @@ def _parse(argv):
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="skip the cases left after this many s"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.suite = "quick"
@@ -74,7 +77,53 @@ def _torch_variants(requested: str) -> list[str]:
     return variants
 
 
+def run_forward_case(case: cases_lib.Case, args, dtypes, variants) -> dict:
+    """An inference case (two-tower forward, caption decoding): JAX per dtype against
+    transformers' PyTorch model."""
+    from dllab_jax.bench import inference
+
+    row: dict = {"name": case.name, "config": case.config, "batch_size": case.batch_size}
+    decode = case.kind == "caption_decode"
+    jax_class = inference.JaxCaptionDecode if decode else inference.JaxTwoTowerForward
+    torch_class = inference.TorchCaptionGenerate if decode else inference.TorchTwoTowerForward
+    runners, jax_steps = {}, {}
+    for dtype in dtypes:
+        step = jax_class(case.model_size, case.batch_size, case.text_len, dtype)
+        jax_steps[dtype] = runners[f"jax_{dtype}"] = step
+        step()
+    first = next(iter(jax_steps.values()))
+    row.update(
+        num_params=first.num_params,
+        num_devices=1,
+        flops_per_step=first.flops,
+        jax_compile_s={d: round(s.compile_s, 3) for d, s in jax_steps.items()},
+    )
+    torch_steps = {}
+    # channels_last: no 4-D activations to speak of; compile: `generate` is a Python loop.
+    skip = ("channels_last", "compile") if decode else ("channels_last",)
+    for variant in [v for v in variants if v not in skip]:
+        step = torch_class(case.model_size, case.batch_size, case.text_len, variant)
+        if step.num_params != first.num_params:
+            raise UserError(
+                f"{case.name}: transformers' BLIP has {step.num_params:,} parameters here, "
+                f"ours {first.num_params:,}"
+            )
+        torch_steps[variant] = runners[f"torch_{variant}"] = step
+    if torch_steps:
+        row["torch_compile_s"] = {v: round(s.compile_s, 3) for v, s in torch_steps.items()}
+        row["torch_peak_bytes"] = max(s.peak_memory() or 0 for s in torch_steps.values()) or None
+    times = timing.time_interleaved(
+        runners, warmup=args.warmup, rounds=args.rounds, steps_per_round=args.steps_per_round
+    )
+    row["runs"] = {name: timing.summarize(t) for name, t in times.items()}
+    if decode:
+        row["tokens_per_step"] = first.tokens_per_step
+    return row
+
+
 def run_case(case: cases_lib.Case, args, dtypes, variants, workdir: Path) -> dict:
+    if case.kind in ("two_tower_forward", "caption_decode"):
+        return run_forward_case(case, args, dtypes, variants)
     row: dict = {"name": case.name, "config": case.config, "batch_size": case.batch_size}
     runners, jax_steps, torch_steps = {}, {}, {}
     for dtype in dtypes:
@@ -154,8 +203,13 @@ def main(argv=None) -> int:
     print(f"suite {args.suite} on {machine['num_devices']}x {machine['device']} ({backend})")
     rows = []
     with tempfile.TemporaryDirectory(prefix="dllab_bench_") as tmp:
+        suite_start = time.perf_counter()
         for index, case in enumerate(selected):
             start = time.perf_counter()
+            if args.budget_s is not None and start - suite_start > args.budget_s:
+                rows.append({"name": case.name, "config": case.config, "skipped": "budget"})
+                print(f"{case.name}: skipped (over --budget-s={args.budget_s:g})")
+                continue
             try:
                 row = run_case(case, args, dtypes, variants, Path(tmp) / str(index))
             except UserError:

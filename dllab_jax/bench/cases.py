@@ -9,7 +9,8 @@ same model with the same constructor arguments (dllab_jax/bench/torch_models.py)
 Suites:
   offline   the offline defaults at their own batch and size, on their real (procedural)
             data: the CPU table of the README, plus the input-pipeline ratio.
-  faithful  the handout's models at the handout's batch and input size (GPU-sized).
+  faithful  the handout's models at the handout's batch and input size (GPU-sized); the
+            models with speed goals first, so a time budget (--budget-s) cuts the others.
   quick     tiny versions of a few cases: the suite's smoke test (seconds on a CPU).
 """
 
@@ -35,6 +36,10 @@ class Case:
         (image_size, num_classes, labels); the data's mean/std are kept.
       overrides: dotted config keys to set after loading ('model.features': 256).
       pipeline: also time steps fed by the config's real input pipeline.
+      kind: 'train' (the config's train step), 'two_tower_forward' (the BLIP towers'
+        inference at `TWO_TOWER_SIZES[model_size]`) or 'caption_decode' (greedy captions at
+        `CAPTIONER_SIZES[model_size]`); see dllab_jax/bench/inference.py.
+      model_size, text_len: the model size and text (or caption) length of those.
     """
 
     name: str
@@ -43,6 +48,9 @@ class Case:
     synthetic: dict[str, Any] | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     pipeline: bool = False
+    kind: str = "train"
+    model_size: str = ""
+    text_len: int = 35
 
     def make_config(self, dtype: str = "float32") -> ml_collections.ConfigDict:
         config = config_utils.load_config(self.config)
@@ -107,8 +115,9 @@ SUITES: dict[str, tuple[Case, ...]] = {
         Case("ResNet-18 CIFAR stem", "configs/classification.py:resnet18,cifar_stem", 128, CIFAR),
         Case("UvA ViT", "configs/classification.py:vit", 128, CIFAR),
         Case("U-Net (CARLA)", "configs/segmentation.py:carla", 4, CARLA),
-        Case("FCN-32 (CARLA)", "configs/segmentation.py:carla,fcn32", 4, CARLA),
+        Case("ContextUnet 256", "configs/diffusion.py:faithful", 64),
         Case("SegFormer-b0", "configs/segformer.py:handout_stem", 64, PETS),
+        Case("FCN-32 (CARLA)", "configs/segmentation.py:carla,fcn32", 4, CARLA),
         *(
             Case(
                 f"DINO ViT-S/16 + {head}",
@@ -118,7 +127,24 @@ SUITES: dict[str, tuple[Case, ...]] = {
             )
             for head in ("linear", "conv", "transformer", "shared_qk")
         ),
-        Case("ContextUnet 256", "configs/diffusion.py:faithful", 64),
+        # Retrieval's evaluation: images and captions through both towers (no training).
+        Case(
+            "BLIP two towers, forward (384 px)",
+            "configs/retrieval.py:voc_blip",
+            32,
+            kind="two_tower_forward",
+            model_size="blip_base",
+        ),
+        # Captioning's evaluation: greedy captions of 30 tokens (tokens/s), against
+        # transformers' `generate`. text_len is the caption length here.
+        Case(
+            "BLIP captioning, greedy decode (384 px)",
+            "configs/captioning.py:voc_blip",
+            16,
+            kind="caption_decode",
+            model_size="blip_base",
+            text_len=30,
+        ),
     ),
     "quick": (
         Case(
@@ -134,6 +160,21 @@ SUITES: dict[str, tuple[Case, ...]] = {
             4,
             dict(image_size=16, num_classes=5, labels="dense"),
             overrides={"model.features": (4, 8), "model.bottleneck": 16},
+        ),
+        Case(
+            "Two towers tiny, forward (quick)",
+            "configs/retrieval.py:smoke",
+            4,
+            kind="two_tower_forward",
+            model_size="tiny",
+        ),
+        Case(
+            "Captioner tiny, greedy decode (quick)",
+            "configs/captioning.py:smoke",
+            4,
+            kind="caption_decode",
+            model_size="tiny",
+            text_len=12,
         ),
         Case(
             "ContextUnet 8 (quick)",

@@ -54,6 +54,8 @@ def derived(row: dict, machine: dict) -> dict:
         key, ms = jax_best
         out["jax_best"] = key
         out["examples_per_s"] = row["batch_size"] / (ms / 1e3)
+        if row.get("tokens_per_step"):
+            out["tokens_per_s"] = row["tokens_per_step"] / (ms / 1e3)
         if row.get("flops_per_step"):
             tflops = row["flops_per_step"] / (ms / 1e3) / 1e12
             out["tflops_per_s"] = tflops
@@ -121,6 +123,9 @@ def markdown(result: dict) -> str:
         "|" + "---|" * len(header),
     ]
     for row in rows:
+        if "skipped" in row:
+            lines.append(f"| {row['name']} | skipped ({row['skipped']}) |")
+            continue
         if "error" in row:
             lines.append(f"| {row['name']} | failed: {row['error']} |")
             continue
@@ -135,7 +140,8 @@ def markdown(result: dict) -> str:
             *[_fmt(_ms(row, k), ".1f") for k, _ in present],
             _fmt(d.get("torch_over_jax"), ".2f"),
             _fmt(compile_s, ".1f"),
-            _fmt(d.get("examples_per_s"), ".0f"),
+            _fmt(d.get("examples_per_s"), ".0f")
+            + (f" ({d['tokens_per_s']:.0f} tokens/s)" if d.get("tokens_per_s") else ""),
             _fmt(d.get("tflops_per_s"), ".3g"),
             _fmt(d.get("mfu") and 100 * d["mfu"], ".1f", "n/a") + ("%" if d.get("mfu") else ""),
             memory,
@@ -143,3 +149,39 @@ def markdown(result: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def side_by_side(before: dict, after: dict) -> str:
+    """Two runs of a suite row by row: JAX step, PyTorch's best, and their ratio in each."""
+    header = "| model | JAX before (ms) | JAX after (ms) | JAX speed-up | PyTorch best (ms) "
+    header += "| PyTorch / JAX before | PyTorch / JAX after |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    previous = {r["name"]: r for r in before["rows"]}
+    for row in after["rows"]:
+        old = previous.get(row["name"])
+        if old is None or "runs" not in row or "runs" not in old:
+            continue
+        d_old, d_new = derived(old, before["machine"]), derived(row, after["machine"])
+        jax_old, jax_new = _ms(old, d_old["jax_best"]), _ms(row, d_new["jax_best"])
+        torch_best = _ms(row, d_new["torch_best"]) if d_new.get("torch_best") else None
+        cells = [
+            row["name"],
+            f"{jax_old:.0f}",
+            f"{jax_new:.0f}",
+            f"{jax_old / jax_new:.2f}x",
+            _fmt(torch_best, ".0f"),
+            _fmt(d_old.get("torch_over_jax"), ".2f"),
+            _fmt(d_new.get("torch_over_jax"), ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    # python -m dllab_jax.bench.report BEFORE/bench.json AFTER/bench.json
+    import json
+    import sys
+    from pathlib import Path
+
+    first, second = (json.loads(Path(p).read_text()) for p in sys.argv[1:3])
+    print(side_by_side(first, second), end="")
