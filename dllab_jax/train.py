@@ -598,7 +598,13 @@ def final_evaluation(exp: Experiment, state, ckpts, workdir: Path, history) -> d
     metrics = exp.evaluate(state, config.eval_splits)
     summary: dict[str, Any] = {"metrics": metrics}
     report_state = state
-    if config.checkpoint.best_metric and ckpts.best_step() is not None:
+    best_step = ckpts.best_step() if config.checkpoint.best_metric else None
+    if best_step is not None and int(best_step) == int(state.step):
+        # The final state is the best one: its metrics were just computed (evaluating the
+        # classification default's 20k training images again cost as much as an epoch).
+        metrics.update({f"best/{k}": v for k, v in list(metrics.items())})
+        summary["best_step"] = int(best_step)
+    elif best_step is not None:
         best_state, best_meta = ckpts.restore(exp.abstract_state, "best")
         best = exp.evaluate(best_state, config.eval_splits)
         metrics.update({f"best/{k}": v for k, v in best.items()})

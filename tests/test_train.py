@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dllab_jax import benchmark, checkpoint, parallel, train
+from dllab_jax import benchmark, checkpoint, logs, parallel, train
 from dllab_jax.config_utils import REPO_ROOT, load_config
 from dllab_jax.data import pipeline
 from dllab_jax.errors import UserError
@@ -366,3 +367,28 @@ def test_tfds_sources_without_tensorflow_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     with pytest.raises(UserError, match=r"pip install -e '\.\[tfds\]'"):
         tfds_sources._import_tfds()
+
+
+def test_final_evaluation_reuses_the_final_metrics_when_the_best_is_the_final_step(
+    tmp_path, monkeypatch
+):
+    """The best checkpoint at the last step is the final state: evaluated once, not twice."""
+    exp = train.build_experiment(smoke_config(), workdir=tmp_path)
+    state = exp.init_state_fn(jax.random.key(0)).replace(step=jnp.asarray(6, jnp.int32))
+    evaluated = []
+    monkeypatch.setattr(
+        exp, "evaluate", lambda s, splits: evaluated.append(int(s.step)) or {"val/accuracy": 0.5}
+    )
+
+    class BestIsLast:
+        def best_step(self):
+            return 6
+
+        def restore(self, *args, **kwargs):
+            raise AssertionError("the final state must not be restored again")
+
+    history = logs.History(tmp_path, resume_step=None)
+    summary = train.final_evaluation(exp, state, BestIsLast(), tmp_path, history)
+    assert evaluated == [6]
+    assert summary["best_step"] == 6
+    assert summary["metrics"]["best/val/accuracy"] == summary["metrics"]["val/accuracy"] == 0.5

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key
+from dllab_jax.data.cache import cached_arrays
 from dllab_jax.data.folder import read_images
 from dllab_jax.data.procedural import (
     Background,
@@ -593,6 +594,7 @@ def _captions_array(captions: Sequence[Sequence[str]], num_captions: int) -> np.
 
 
 @functools.lru_cache(maxsize=8)
+@cached_arrays  # and on disk, across runs (dllab_jax/data/cache.py)
 def generate_captioned_shapes(
     seed: int,
     split: str,

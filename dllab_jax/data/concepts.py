@@ -104,6 +104,7 @@ from dllab_jax.data.base import (
     int_key,
     load_image,
 )
+from dllab_jax.data.cache import cached_arrays
 from dllab_jax.data.folder import read_image
 from dllab_jax.data.procedural import to_uint8
 from dllab_jax.data.registry import register
@@ -402,6 +403,7 @@ def concept_arrays(
 
 
 @functools.lru_cache(maxsize=8)
+@cached_arrays  # and on disk, across runs (dllab_jax/data/cache.py)
 def generate_concepts(
     seed: int,
     split: str,

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key
+from dllab_jax.data.cache import cached_arrays
 from dllab_jax.data.registry import register
 from dllab_jax.errors import UserError
 
@@ -496,6 +497,7 @@ def render_split(
 
 
 @functools.lru_cache(maxsize=8)
+@cached_arrays  # and on disk, across runs (dllab_jax/data/cache.py)
 def generate_shapes(
     seed: int, split: str, num_examples: int, image_size: int | tuple[int, int]
 ) -> dict[str, np.ndarray]:

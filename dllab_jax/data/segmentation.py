@@ -31,6 +31,7 @@ from PIL import Image
 
 from dllab_jax.data import procedural
 from dllab_jax.data.base import ArraySource, SourceInfo, image_size_key, int_key, load_image
+from dllab_jax.data.cache import cached_arrays
 from dllab_jax.data.registry import register
 from dllab_jax.errors import UserError
 
@@ -174,6 +175,7 @@ def class_maps(scenes: Sequence[procedural.Scene], visible: np.ndarray) -> np.nd
 
 
 @functools.lru_cache(maxsize=8)
+@cached_arrays  # and on disk, across runs (dllab_jax/data/cache.py)
 def generate_scenes(
     seed: int, split: str, num_examples: int, image_size: tuple[int, int], max_objects: int
 ) -> dict[str, np.ndarray]:
