@@ -1,6 +1,6 @@
 """Per-op profile of one config's JAX train step on this machine (where the time goes).
 
-    python scripts/profile_step.py configs/classification.py [--batch=128] [--steps=5]
+    python scripts/profile_step.py configs/classification.py [--batch=128] [--steps=5] [--out=F]
 
 Traces a few steps with `jax.profiler`, then sums the duration of every XLA op (thunk) by
 name and by kind (convolution, fusion, reduce, ...) from the trace's own events, printing the
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
     performance.configure_xla()
     import jax
@@ -61,11 +62,18 @@ def main() -> None:
                 kind = re.sub(r"[._]\d+$", "", op).split(".")[0]
                 by_kind[kind] += event.duration_ns
     total = sum(by_name.values())
-    print(f"{args.config}: {total / args.steps / 1e6:.1f} ms of XLA ops per step")
+    lines = [
+        f"{args.config} batch {base.batch_size}, jax {jax.__version__} on "
+        f"{jax.devices()[0].device_kind}: {total / args.steps / 1e6:.1f} ms of XLA ops per step"
+    ]
     for title, counter in (("by kind", by_kind), ("by op", by_name)):
-        print(f"-- {title}")
+        lines.append(f"-- {title}")
         for name, ns in counter.most_common(args.top):
-            print(f"{100 * ns / total:5.1f}%  {ns / args.steps / 1e6:7.2f} ms  {name}")
+            lines.append(f"{100 * ns / total:5.1f}%  {ns / args.steps / 1e6:7.2f} ms  {name}")
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
