@@ -129,7 +129,7 @@ def run_case(case: cases_lib.Case, args, dtypes, variants, workdir: Path) -> dic
     for dtype in dtypes:
         step = timing.JaxTrainStep(case.make_config(dtype), workdir / f"{dtype}")
         jax_steps[dtype] = runners[f"jax_{dtype}"] = step
-        step()  # the first run allocates: read the peak after it, before others exist
+        step()
         row.setdefault("jax_peak_bytes", step.peak_memory())
     first = next(iter(jax_steps.values()))
     row.update(

@@ -110,7 +110,7 @@ def markdown(result: dict) -> str:
         "examples/s",
         "TFLOP/s",
         "MFU",
-        "peak mem JAX / PT (GiB)",
+        "memory JAX / PT (MiB)",
         "pipeline / resident",
     ]
     lines = [
@@ -132,7 +132,7 @@ def markdown(result: dict) -> str:
         d = derived(row, machine)
         compile_s = row.get("jax_compile_s", {}).get("float32")
         memory = [row.get("jax_peak_bytes"), row.get("torch_peak_bytes")]
-        memory = " / ".join(_fmt(m and m / 2**30, ".2f") for m in memory)
+        memory = " / ".join(_fmt(m and m / 2**20, ".1f") for m in memory)
         cells = [
             row["name"],
             _count(row["num_params"]),

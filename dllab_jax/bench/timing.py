@@ -84,8 +84,20 @@ class JaxTrainStep:
         return step
 
     def peak_memory(self) -> int | None:
-        stats = self.exp.mesh.devices.flat[0].memory_stats() or {}
-        return stats.get("peak_bytes_in_use")
+        """Bytes the compiled step needs per device (XLA's memory analysis: arguments +
+        outputs + temporaries - donated aliases). Unlike the device's peak counter it is the
+        step's own, not the largest thing the process has run so far; on any backend."""
+        try:
+            m = self.compiled.memory_analysis()
+            total = (
+                m.argument_size_in_bytes
+                + m.output_size_in_bytes
+                + m.temp_size_in_bytes
+                - m.alias_size_in_bytes
+            )
+        except Exception:  # not every backend reports it
+            return None
+        return int(total) if total > 0 else None
 
 
 def time_interleaved(

@@ -77,6 +77,9 @@ class TorchTrainStep:
         if variant not in VARIANTS:
             raise ValueError(variant)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":  # this variant's own peak, not the process's so far
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(0)
         model = torch_models.build_torch_model(model_name, **model_kwargs).to(self.device)
         self.num_params = num_params(model)
