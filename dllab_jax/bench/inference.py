@@ -94,7 +94,28 @@ def torch_two_tower_params(model) -> int:
     )
 
 
-class TorchTwoTowerForward:
+class _TorchRunner:
+    """A PyTorch callable timed like a JAX step: `__call__` runs it and waits for the GPU;
+    the first run (compilation, cuDNN tuning) is timed apart as `compile_s`."""
+
+    def _start(self, run) -> None:
+        self._run = run
+        start = time.perf_counter()
+        self()
+        self.compile_s = time.perf_counter() - start
+
+    def __call__(self) -> None:
+        self._run()
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def peak_memory(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        return int(self.torch.cuda.max_memory_allocated())
+
+
+class TorchTwoTowerForward(_TorchRunner):
     """The same forward in transformers' PyTorch BLIP, eager or `torch.compile`d towers."""
 
     def __init__(self, size_name: str, batch: int, text_len: int, variant: str):
@@ -122,20 +143,7 @@ class TorchTwoTowerForward:
                     F.normalize(model.text_proj(text), dim=-1),
                 )
 
-        self.forward = torch.compile(forward) if variant == "compile" else forward
-        start = time.perf_counter()
-        self()
-        self.compile_s = time.perf_counter() - start
-
-    def __call__(self) -> None:
-        self.forward()
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def peak_memory(self) -> int | None:
-        if self.device.type != "cuda":
-            return None
-        return int(self.torch.cuda.max_memory_allocated())
+        self._start(torch.compile(forward) if variant == "compile" else forward)
 
 
 # BLIP's special ids in the random-weight benchmark models: pad, bos ([DEC]), eos ([SEP]).
@@ -179,7 +187,7 @@ class JaxCaptionDecode:
         jax.block_until_ready(self.decode())
 
 
-class TorchCaptionGenerate:
+class TorchCaptionGenerate(_TorchRunner):
     """transformers' `BlipForConditionalGeneration.generate`, greedy, the same lengths."""
 
     def __init__(self, size_name: str, batch: int, max_length: int, variant: str):
@@ -215,17 +223,4 @@ class TorchCaptionGenerate:
                     num_beams=1,
                 )
 
-        self.generate = generate
-        start = time.perf_counter()
-        self()
-        self.compile_s = time.perf_counter() - start
-
-    def __call__(self) -> None:
-        self.generate()
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def peak_memory(self) -> int | None:
-        if self.device.type != "cuda":
-            return None
-        return int(self.torch.cuda.max_memory_allocated())
+        self._start(generate)
