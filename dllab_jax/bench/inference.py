@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dllab_jax.bench import timing
 from dllab_jax.models.blip import TWO_TOWER_SIZES, TwoTower
 
 
@@ -41,9 +42,7 @@ class JaxTwoTowerForward:
         start = time.perf_counter()
         self.compiled = forward.lower(self.variables, *self.inputs).compile()
         self.compile_s = time.perf_counter() - start
-        analysis = self.compiled.cost_analysis()
-        analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
-        self.flops = float(analysis["flops"]) if analysis and "flops" in analysis else None
+        self.flops = timing.flops_of(self.compiled)
         self.num_params = sum(x.size for x in jax.tree.leaves(self.variables["params"]))
         self.num_devices = 1
 

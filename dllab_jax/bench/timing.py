@@ -20,7 +20,8 @@ from dllab_jax import train
 from dllab_jax.data import pipeline
 
 
-def _flops(compiled) -> float | None:
+def flops_of(compiled) -> float | None:
+    """XLA's FLOP count of a compiled program (None where the backend has no cost analysis)."""
     try:
         analysis = compiled.cost_analysis()
     except Exception:  # some backends do not implement it
@@ -53,7 +54,7 @@ class JaxTrainStep:
         start = time.perf_counter()
         self.compiled = exp.jitted_train_step.lower(self.state, self.batch).compile()
         self.compile_s = time.perf_counter() - start
-        self.flops = _flops(self.compiled)
+        self.flops = flops_of(self.compiled)
         self.num_params = train.count_params(self.state.params)
         self.num_devices = exp.mesh.devices.size
 
