@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     experiment changes; a comment here documents each key once for all experiments.
     """
     config = ml_collections.ConfigDict()
-    config.task = ""  # dllab_jax/tasks/__init__.py TASKS
+    config.task = ""  # a task registered in dllab_jax/tasks/<task>.py
     config.seed = 0  # parameter init and the per-step keys (dropout)
     config.data_seed = 0  # order of training examples and augmentation draws
 

@@ -26,6 +26,7 @@ import torch
 from flax.traverse_util import flatten_dict
 from torch import nn
 
+from dllab_jax import registry
 from dllab_jax.bench.torch_models import (
     TORCH_MODELS,
     build_head,
@@ -33,7 +34,7 @@ from dllab_jax.bench.torch_models import (
     count_trainable,
 )
 from dllab_jax.config_utils import load_config
-from dllab_jax.models import MODELS, build_model, model_class
+from dllab_jax.models import build_model, model_class
 from dllab_jax.models.dino_import import (
     canonical_hf_state_dict,
     dino_params_from_tensors,
@@ -107,7 +108,7 @@ def assert_counts_equal(name: str, kwargs: dict, image_shape) -> tuple[int, int]
 
 def test_every_flax_image_model_has_a_reference():
     # The retrieval and captioning models are not benchmarked against torch.
-    assert set(TORCH_MODELS) == set(MODELS) - {"two_tower", "blip_captioner"}
+    assert set(TORCH_MODELS) == set(registry.models.names()) - {"two_tower", "blip_captioner"}
 
 
 @pytest.mark.parametrize("name", sorted(TORCH_MODELS))
@@ -140,8 +141,8 @@ def test_torch_is_imported_by_no_other_module_of_the_package():
     code = (
         "import importlib, sys\n"
         "import dllab_jax.bench, dllab_jax.train\n"
-        "from dllab_jax.models import MODELS\n"
-        "for spec in MODELS.values(): importlib.import_module(spec.split(':')[0])\n"
+        "from dllab_jax import registry\n"
+        "registry.models.import_all()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

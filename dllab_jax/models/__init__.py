@@ -1,7 +1,8 @@
 """Pure Flax (linen) models, one family per file, no training logic.
 
 `build_model(model_config, num_classes)` is the one place a config becomes a module:
-`model_config.name` picks the class from `MODELS` and every other key of `model_config` is
+`model_config.name` picks the class registered under that name (one decorator in the
+model's own file, see `dllab_jax.registry`) and every other key of `model_config` is
 passed to it as a constructor argument (so an unknown key is an error, not ignored).
 Every model is called as `model.apply(variables, images, train=bool)` with
 `images: [B, H, W, C] float32` (already normalised) and returns what its task expects.
@@ -10,34 +11,17 @@ Every model is called as `model.apply(variables, images, train=bool)` with
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import flax.linen as nn
 import ml_collections
 
+from dllab_jax import registry
 from dllab_jax.errors import UserError
-
-# name -> "module:Class"; imported on use so one family's dependencies never slow another.
-MODELS = {
-    "linear": "dllab_jax.models.cnn:LinearClassifier",
-    "cnn": "dllab_jax.models.cnn:CNN",
-    "resnet18": "dllab_jax.models.resnet:ResNet18",
-    "vit": "dllab_jax.models.vit:ViT",
-    "two_tower": "dllab_jax.models.blip:TwoTower",
-    "blip_captioner": "dllab_jax.models.captioner:BlipCaptioner",
-    "fcn32": "dllab_jax.models.fcn:FCN32",
-    "unet": "dllab_jax.models.unet:UNet",
-    "segformer": "dllab_jax.models.segformer:SegFormer",
-    "dino_segmenter": "dllab_jax.models.seg_heads:FrozenBackboneSegmenter",
-    "context_unet": "dllab_jax.models.context_unet:ContextUnet",
-}
 
 
 def model_class(name: str) -> type[nn.Module]:
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; set config.model.name to one of {sorted(MODELS)}")
-    module_name, class_name = MODELS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """The module class registered as `name` (`@registry.models.register(name)` in its file)."""
+    return registry.models.get(name)
 
 
 def build_model(model_config: ml_collections.ConfigDict, **task_kwargs) -> nn.Module:

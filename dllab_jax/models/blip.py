@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dllab_jax import registry
+
 # BLIP normalises images with CLIP's per-channel statistics (HF `BlipImageProcessor`).
 BLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 BLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -760,6 +762,7 @@ def vision_encoder_from_fields(model: nn.Module) -> BlipVisionEncoder:
     )
 
 
+@registry.models.register("two_tower")
 class TwoTower(nn.Module):
     """BLIP's image-text contrastive model: two towers, CLS -> projection -> L2 norm.
 

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dllab_jax import registry
 from dllab_jax.models.blip import _INIT, BlipTextEncoder, vision_encoder_from_fields
 
 # Two sizes of `BlipCaptioner`: `BlipCaptioner(**CAPTIONER_SIZES["tiny"])` or, in a config,
@@ -193,6 +194,7 @@ class BlipTextDecoder(nn.Module):
         return self.cls(hidden, word_embeddings["embedding"])
 
 
+@registry.models.register("blip_captioner")
 class BlipCaptioner(nn.Module):
     """BLIP's captioner (HF `BlipForConditionalGeneration`): image tokens -> text decoder.
 

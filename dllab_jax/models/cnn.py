@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax import registry
 from dllab_jax.models import layers
 
 # torchvision's conv init (kaiming normal, fan_out, relu gain): keeps activations at unit scale
@@ -19,6 +20,7 @@ from dllab_jax.models import layers
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+@registry.models.register("linear")
 class LinearClassifier(nn.Module):
     """The "linear probe on pixels" baseline: flatten the image, one Dense layer.
 
@@ -49,6 +51,7 @@ class LinearClassifier(nn.Module):
         return x.astype(jnp.float32)
 
 
+@registry.models.register("cnn")
 class CNN(nn.Module):
     """A small CNN: per width, [conv3x3-BN-ReLU, conv3x3-BN-ReLU, maxpool 2x2], then GAP + Dense.
 

@@ -47,6 +47,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax import registry
 from dllab_jax.models import layers
 
 # torch's nn.GELU() is the exact erf form.
@@ -138,6 +139,7 @@ class EmbedFC(nn.Module):
         return nn.Dense(self.features, dtype=self.dtype, name="fc2")(x)
 
 
+@registry.models.register("context_unet")
 class ContextUnet(nn.Module):
     """Concept-conditioned eps-prediction U-Net (structure and shapes in the module docstring).
 

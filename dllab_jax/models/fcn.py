@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from dllab_jax import registry
 from dllab_jax.models import layers
 from dllab_jax.models.resnet import ResNet18Backbone
 
@@ -67,6 +68,7 @@ def upsample_x32(num_classes: int, dtype: Any = jnp.float32, name: str | None = 
     )
 
 
+@registry.models.register("fcn32")
 class FCN32(nn.Module):
     """FCN-32: `backbone` -> 1x1 conv 512 + ReLU -> 1x1 conv to classes -> x32 `upsample`.
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dllab_jax import registry
 from dllab_jax.errors import UserError
 from dllab_jax.models import layers
 
@@ -150,6 +151,7 @@ class ResNet18Backbone(nn.Module):
         return x
 
 
+@registry.models.register("resnet18")
 class ResNet18(nn.Module):
     """ResNet-18 classifier: `backbone` -> global average pool -> dropout -> `head`.
 

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dllab_jax import registry
 from dllab_jax.errors import UserError
 from dllab_jax.models.dino_vit import DinoViT, Mlp, MultiHeadSelfAttention
 
@@ -138,6 +139,7 @@ _BACKBONE_FIELDS = tuple(
 )
 
 
+@registry.models.register("dino_segmenter")
 class FrozenBackboneSegmenter(nn.Module):
     """Frozen `DinoViT` (`backbone`) -> segmentation head (`head`) -> bilinear upsampling.
 

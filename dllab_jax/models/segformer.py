@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dllab_jax import registry
 from dllab_jax.models import layers
 
 _dense_init = nn.initializers.truncated_normal(0.02)
@@ -246,6 +247,7 @@ class SegFormerHead(nn.Module):
         )(x)
 
 
+@registry.models.register("segformer")
 class SegFormer(nn.Module):
     """SegFormer: `encoder` (MiT) -> `decode_head` -> bilinear upsample to the input size.
 

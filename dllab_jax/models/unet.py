@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax import registry
 from dllab_jax.models import layers
 
 
@@ -43,6 +44,7 @@ class DoubleConv(nn.Module):
         return x
 
 
+@registry.models.register("unet")
 class UNet(nn.Module):
     """Encoder (DoubleConv + 2x2 max-pool per level), bottleneck, decoder, 1x1 output conv.
 

@@ -19,6 +19,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dllab_jax import registry
+
 
 def patchify(images: jnp.ndarray, patch_size: int) -> jnp.ndarray:
     """Cuts images into non-overlapping square patches, row-major over the patch grid.
@@ -133,6 +135,7 @@ class ViTEncoder(nn.Module):
         return x
 
 
+@registry.models.register("vit")
 class ViT(nn.Module):
     """UvA ViT classifier: `encoder` -> CLS token -> `head_norm` (LayerNorm) -> `head` (Dense).
 

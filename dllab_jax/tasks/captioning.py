@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dllab_jax import decoding
+from dllab_jax import decoding, registry
 from dllab_jax import metrics as metrics_lib
 from dllab_jax.data import tokenizer as tokenizer_lib
 from dllab_jax.tasks.image_text import ImageTextTask
 
 
+@registry.tasks.register("captioning")
 class CaptioningTask(ImageTextTask):
     curve_metrics = ("loss", "bleu4")
 

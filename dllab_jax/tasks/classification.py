@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from dllab_jax import metrics as metrics_lib
+from dllab_jax import registry
 from dllab_jax.data import augment as augment_lib
 from dllab_jax.tasks.base import Task
 
@@ -19,6 +20,7 @@ def normalize_images(images: jnp.ndarray, mean, std) -> jnp.ndarray:
     return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
+@registry.tasks.register("classification")
 class ClassificationTask(Task):
     curve_metrics = ("loss", "accuracy")
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dllab_jax import metrics as metrics_lib
+from dllab_jax import registry
 from dllab_jax.data import augment as augment_lib
 from dllab_jax.errors import UserError
 from dllab_jax.tasks.base import Task
@@ -37,6 +38,7 @@ def grey_inputs(images: jnp.ndarray) -> jnp.ndarray:
     return (luma * 2.0 - 1.0)[..., None]
 
 
+@registry.tasks.register("colorization")
 class ColorizationTask(Task):
     curve_metrics = ("loss", "psnr")
 

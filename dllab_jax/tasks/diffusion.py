@@ -37,7 +37,7 @@ import optax
 
 from dllab_jax import checkpoint as ckpt_lib
 from dllab_jax import data as data_lib
-from dllab_jax import diffusion
+from dllab_jax import diffusion, registry
 from dllab_jax.data import concepts as concepts_lib
 from dllab_jax.errors import UserError
 from dllab_jax.tasks.base import Task
@@ -265,6 +265,7 @@ def mean_images_figure(samples: Mapping[str, np.ndarray], seen: Sequence[str], p
 
 
 # --------------------------------------------------------------------------- task
+@registry.tasks.register("diffusion")
 class DiffusionTask(Task):
     """DDPM training on concept images; the report samples every code and probes them."""
 

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from dllab_jax import metrics as metrics_lib
+from dllab_jax import registry
 from dllab_jax.tasks.image_text import ImageTextTask
 
 
@@ -39,6 +40,7 @@ def contrastive_loss(
     return (i2t + t2i) / 2, metrics
 
 
+@registry.tasks.register("retrieval")
 class RetrievalTask(ImageTextTask):
     curve_metrics = ("loss", "i2t_R@1", "t2i_R@1")
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dllab_jax import metrics as metrics_lib
+from dllab_jax import registry
 from dllab_jax.data import augment as augment_lib
 from dllab_jax.errors import UserError
 from dllab_jax.tasks.base import Task
@@ -25,6 +26,7 @@ from dllab_jax.tasks.classification import normalize_images
 NUM_FIGURE_EXAMPLES = 6
 
 
+@registry.tasks.register("segmentation")
 class SegmentationTask(Task):
     curve_metrics = ("loss", "miou")
 
