@@ -24,9 +24,13 @@ at T 0.7 0.13; prompt "an image of" 0.26.
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
-from dllab_jax.models.blip import BLIP_MEAN, BLIP_STD
-from dllab_jax.models.captioner import CAPTIONER_SIZES
+from dllab_jax.config_utils import (
+    base_config,
+    parse_preset,
+    shrink_for_smoke,
+    use_smoke_pretraining,
+)
+from dllab_jax.models.blip_sizes import BLIP_MEAN, BLIP_STD, CAPTIONER_SIZES
 
 PRESETS = {
     "greedy": "greedy decoding (the default)",
@@ -49,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "captioning"
     config.data = ml_collections.ConfigDict(
         dict(
-            name="captioned_shapes",  # dllab_jax/data/captions.py
+            name="captioned_shapes",  # dllab_jax/data/sources/captioned_shapes.py
             seed=0,
             num_train=20_000,
             num_val=500,
@@ -68,25 +72,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_len=40,  # prompt + caption + [SEP] during training
         )
     )
-    # The image tower has the retrieval pre-training's sizes, so its weights load by name.
+    # image: the image tower's arguments, the retrieval pre-training's (VISION_SIZES["small"]),
+    # so its weights load by name; text: the decoder's (vocab_size, hidden_size, num_layers,
+    # num_heads, mlp_dim, max_position_embeddings = the longest sequence, ...).
     config.model = ml_collections.ConfigDict(
-        dict(
-            name="blip_captioner",
-            image_size=32,
-            patch_size=4,
-            vision_hidden_size=96,
-            vision_layers=2,
-            vision_heads=3,
-            vision_mlp_dim=384,
-            vocab_size=512,
-            text_hidden_size=128,
-            text_layers=2,
-            text_heads=4,
-            text_mlp_dim=512,
-            max_text_len=40,
-            frozen_vision=True,  # the pre-trained image tower runs behind stop_gradient
-            dtype="float32",
-        )
+        dict(name="blip_captioner", **CAPTIONER_SIZES["tiny"], dtype="float32")
     )
     config.label_smoothing = 0.0  # BLIP fine-tunes its captioner with 0.1
     config.decoding = ml_collections.ConfigDict(
@@ -107,7 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.05
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 100
-    config.optimizer.trainable = "text_decoder/.*"  # the pre-trained image tower stays frozen
+    # The pre-trained image tower stays frozen: no updates, inference mode, no backward pass.
+    config.optimizer.trainable = "text_decoder/.*"
     config.num_epochs = 4.0
     config.batch_size = 128
     config.eval_batch_size = 100
@@ -147,33 +138,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             )
             blip_folder = "data/blip-image-captioning-base"
             config.model = ml_collections.ConfigDict(
-                dict(
-                    name="blip_captioner",
-                    **CAPTIONER_SIZES["blip_base"],
-                    frozen_vision=True,
-                    dtype="float32",
-                )
+                dict(name="blip_captioner", **CAPTIONER_SIZES["blip_base"], dtype="float32")
             )
             config.init_from.workdir = blip_folder
             config.init_from.format = "hf_blip_captioner"
             config.init_from.target_prefix = config.init_from.source_prefix = ""
             config.init_from.make_with = ""
             config.tokenizer.dir = blip_folder
-            config.tokenizer.vocab_size = 30524
+            config.tokenizer.vocab_size = config.model.text.vocab_size
             # The handout evaluates the published captioner without training it.
             config.num_train_steps = 1
             config.optimizer.learning_rate = 0.0
             config.batch_size = config.eval_batch_size = 16
         elif name == "smoke":
-            if config.data.name == "captioned_shapes":
-                config.data.num_train, config.data.num_val, config.data.num_test = 64, 16, 16
-            config.batch_size = 16
-            config.eval_batch_size = 8
-            config.num_train_steps = 4
-            config.eval_every_steps = 2
-            config.log_every_steps = 2
-            config.checkpoint.every_steps = 2
-            if config.init_from.make_with:
-                config.init_from.workdir = RETRIEVAL_PRETRAIN + "-smoke"
-                config.init_from.make_with = "configs/retrieval.py:pretrain,smoke"
+            shrink_for_smoke(
+                config,
+                {"captioned_shapes": (64, 16, 16)},
+                batch=16,
+                eval_batch=8,
+                steps=4,
+                eval_every=2,
+            )
+            use_smoke_pretraining(config)
     return config

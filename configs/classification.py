@@ -24,7 +24,7 @@ from scratch 75.1.
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.config_utils import base_config, parse_preset, shrink_for_smoke
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -176,12 +176,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.early_stopping.metric = "val/per_class_accuracy"
             config.early_stopping.patience = 3
         elif name == "smoke":
-            if config.data.name == "shapes":
-                config.data.num_train, config.data.num_val, config.data.num_test = 64, 24, 24
-            config.batch_size = 16
-            config.eval_batch_size = 16
-            config.num_train_steps = 6
-            config.eval_every_steps = 3
-            config.log_every_steps = 2
-            config.checkpoint.every_steps = 2
+            shrink_for_smoke(config, {"shapes": (64, 24, 24)}, batch=16, steps=6, eval_every=3)
     return config

@@ -23,7 +23,14 @@ Presets (combine with commas):
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.config_utils import (
+    base_config,
+    carla_folders,
+    carla_recipe,
+    parse_preset,
+    shrink_for_smoke,
+    unet_recipe,
+)
 
 PRESETS = {
     "skips": "U-Net with skip connections (default)",
@@ -40,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "colorization"
     config.loss = "l1"  # 'l1' or 'l2' between predicted and true RGB in [0, 1]
 
-    # Any image source works; only `image` is used (dllab_jax/data/segmentation.py).
+    # Any image source works; only `image` is used (dllab_jax/data/sources/).
     config.data = ml_collections.ConfigDict(
         dict(name="scenes", seed=0, image_size=64, num_train=4000, num_val=500, num_test=500)
     )
@@ -57,15 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dtype="float32",
         )
     )
-    config.optimizer.name = "adam"  # torch Adam, no weight decay
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 0.0
-    config.batch_size = 32
-    config.eval_batch_size = 100
-    config.num_epochs = 6.0
-    config.eval_every_epochs = 1.0
-    config.log_every_steps = 25
-    config.eval_splits = ("val", "test")
+    unet_recipe(config, num_epochs=6.0)  # Adam 1e-3, batch 32, validated every epoch
     config.checkpoint.best_metric = "val/psnr"
 
     for name in presets:
@@ -74,31 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         elif name == "l2":
             config.loss = "l2"
         elif name == "carla":
-            config.data = ml_collections.ConfigDict(
-                dict(
-                    name="carla",
-                    root="data/carla",
-                    image_size=(320, 416),
-                    num_val=500,
-                    num_test=500,
-                )
-            )
-            config.augment.hflip = False
+            config.data = carla_folders()
+            carla_recipe(config)  # the segmentation handout's: Adam 1e-4, batch 4, 10 epochs
             config.model.features = (64, 128, 256, 512)
             config.model.bottleneck = 1024
-            config.optimizer.learning_rate = 1e-4
-            config.batch_size = 4
-            config.eval_batch_size = 4
-            config.num_epochs = 10.0
-            config.log_every_steps = 100
-            config.checkpoint.every_steps = 1000
         elif name == "smoke":
-            if config.data.name == "scenes":
-                config.data.num_train, config.data.num_val, config.data.num_test = 32, 12, 12
-            config.batch_size = 8
-            config.eval_batch_size = 8
-            config.num_train_steps = 4
-            config.eval_every_steps = 2
-            config.log_every_steps = 2
-            config.checkpoint.every_steps = 2
+            shrink_for_smoke(config, {"scenes": (32, 12, 12)}, batch=8, steps=4, eval_every=2)
     return config

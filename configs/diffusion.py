@@ -36,9 +36,9 @@ e.g. `--config=configs/diffusion.py:faithful,cfg`.
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.config_utils import base_config, parse_preset, shrink_for_smoke
 
-SEEN_CODES = ("000", "001", "100", "010")  # = dllab_jax.data.concepts.SEEN_CODES
+SEEN_CODES = ("000", "001", "100", "010")  # = dllab_jax.data.procedural.concept_codes.SEEN_CODES
 UNSEEN_CODES = ("011", "110", "101", "111")
 ALL_CODES = tuple(f"{i:03b}" for i in range(8))
 
@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base_config()  # the loop's keys, documented in dllab_jax/config_utils.py
     config.task = "diffusion"
 
-    # Data: procedural concept images (dllab_jax/data/concepts.py). Training sees only the
+    # Data: procedural concept images (dllab_jax/data/sources/concepts.py). Training sees only the
     # seen codes; validation and test hold all eight (their loss is reported, not used).
     config.data = ml_collections.ConfigDict(
         dict(
@@ -139,19 +139,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.model.null_concepts = True
             config.diffusion.guidance_weight = 2.0
         elif name == "smoke":
-            config.data.num_train, config.data.num_val, config.data.num_test = 128, 16, 16
+            shrink_for_smoke(
+                config,
+                {"concepts": (128, 16, 16)},
+                batch=16,
+                steps=30,
+                eval_every=15,
+                log_every=5,
+                checkpoint_every=30,
+            )
             config.model.features = 8
             config.diffusion.T = 20
             config.diffusion.ddim_steps = 5
             config.diffusion.sampler = "ancestral"
             config.evaluation.samples_per_code = 4
             config.probe.num_train, config.probe.num_test = 800, 400
-            config.batch_size = 16
-            config.eval_batch_size = 16
-            config.num_train_steps = 30
-            config.eval_every_steps = 15
-            config.log_every_steps = 5
-            config.checkpoint.every_steps = 30
     # Last, so that an explicit sampler wins over the one `faithful` or `smoke` implies.
     for name in presets:
         if name in ("ddim", "ancestral"):

@@ -27,8 +27,13 @@ fine-tune 0.59 / 0.55, pretrained heads without training about 0.54.
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
-from dllab_jax.models.blip import BLIP_MEAN, BLIP_STD, TWO_TOWER_SIZES
+from dllab_jax.config_utils import (
+    base_config,
+    parse_preset,
+    shrink_for_smoke,
+    use_smoke_pretraining,
+)
+from dllab_jax.models.blip_sizes import BLIP_MEAN, BLIP_STD, TWO_TOWER_SIZES
 
 PRESETS = {
     "pretrain": "train towers and projections end to end (the offline 'pretrained' model)",
@@ -44,27 +49,19 @@ PRETRAIN_WORKDIR = "checkpoints/retrieval-pretrain"
 PROJECTIONS = "(vision_proj|text_proj)/.*"
 
 
-def _tiny_two_tower() -> ml_collections.ConfigDict:
-    """Small enough to pre-train on 2 CPU cores in minutes (32x32 images, 35 tokens)."""
+def _two_tower(size: str) -> ml_collections.ConfigDict:
+    """The two towers at `TWO_TOWER_SIZES[size]`, each tower a nested sub-config of its
+    constructor arguments ("small" pre-trains on 2 CPU cores in minutes: 32x32 images, 35
+    tokens; its image tower is the captioner's, configs/captioning.py)."""
     return ml_collections.ConfigDict(
         dict(
             name="two_tower",
-            image_size=32,
-            patch_size=4,
-            vision_hidden_size=96,
-            vision_layers=2,
-            vision_heads=3,
-            vision_mlp_dim=384,
-            vocab_size=512,  # >= the tokenizer's size
-            text_hidden_size=96,
-            text_layers=2,
-            text_heads=3,
-            text_mlp_dim=384,
-            max_text_len=35,
-            embed_dim=128,
+            # image: image_size, patch_size, hidden_size, num_layers, num_heads, mlp_dim, ...
+            # text: vocab_size (>= the tokenizer's size), hidden_size, ...,
+            # max_position_embeddings; embed_dim: the shared embedding's size
+            **TWO_TOWER_SIZES[size],
             init_temperature=0.1,  # tau; fixed unless learn_temperature
             learn_temperature=False,
-            frozen_encoders=True,  # towers in inference mode behind stop_gradient
             dtype="float32",
         )
     )
@@ -76,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "retrieval"
     config.data = ml_collections.ConfigDict(
         dict(
-            name="captioned_shapes",  # dllab_jax/data/captions.py
+            name="captioned_shapes",  # dllab_jax/data/sources/captioned_shapes.py
             seed=0,
             num_train=20_000,
             num_val=1_000,
@@ -95,9 +92,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_len=35,  # BLIP's retrieval maximum
         )
     )
-    config.model = _tiny_two_tower()
+    config.model = _two_tower("small")
 
-    # The handout's "from scratch": new projections on frozen pretrained towers.
+    # The handout's "from scratch": new projections on frozen pretrained towers. What
+    # `trainable` leaves out is frozen: no updates, and those towers run in inference mode
+    # behind stop_gradient (no backward pass through them).
     config.optimizer.learning_rate = 1e-3
     config.optimizer.weight_decay = 1e-3
     config.optimizer.trainable = PROJECTIONS
@@ -112,7 +111,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     for name in presets:
         if name == "pretrain":
-            config.model.frozen_encoders = False
             config.model.learn_temperature = True
             config.model.init_temperature = 0.07  # CLIP's and BLIP's initial tau
             config.optimizer.trainable = ".*"
@@ -143,36 +141,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     std=BLIP_STD,
                 )
             )
-            base = TWO_TOWER_SIZES["blip_base"]
-            config.model = ml_collections.ConfigDict(
-                dict(
-                    name="two_tower",
-                    **base,
-                    init_temperature=0.1,
-                    learn_temperature=False,
-                    frozen_encoders=True,
-                    dtype="float32",
-                )
-            )
+            config.model = _two_tower("blip_base")
             blip_folder = "data/blip-itm-base-coco"  # a BlipForImageTextRetrieval folder
             config.init_from.workdir = blip_folder
             config.init_from.format = "hf_blip"
             config.init_from.make_with = ""
             config.tokenizer.dir = blip_folder  # BLIP's tokenizer files sit beside the weights
-            config.tokenizer.vocab_size = base["vocab_size"]
+            config.tokenizer.vocab_size = config.model.text.vocab_size
             config.batch_size = 32
             config.eval_batch_size = 32
         elif name == "smoke":
-            if config.data.name == "captioned_shapes":
-                config.data.num_train, config.data.num_val, config.data.num_test = 64, 24, 24
-            config.batch_size = 16
-            config.eval_batch_size = 8
-            config.num_train_steps = 6
-            config.eval_every_steps = 3
-            config.log_every_steps = 2
-            config.checkpoint.every_steps = 2
-            if config.init_from.make_with:
-                # The smoke run's towers come from a smoke pre-training run.
-                config.init_from.workdir = PRETRAIN_WORKDIR + "-smoke"
-                config.init_from.make_with = "configs/retrieval.py:pretrain,smoke"
+            shrink_for_smoke(
+                config,
+                {"captioned_shapes": (64, 24, 24)},
+                batch=16,
+                eval_batch=8,
+                steps=6,
+                eval_every=3,
+            )
+            use_smoke_pretraining(config)  # towers from a smoke pre-training run
     return config

@@ -26,7 +26,7 @@ The first default run in a fresh clone, pre-training included, took 8 min 44 s.
 Presets (combine with commas):
     linear, conv, transformer, shared_qk   the head (default linear)
     pretrain   the backbone's offline pre-training: the same model with a linear head,
-               trained end to end (frozen_backbone=False) on the scenes of seed 1
+               trained end to end (optimizer.trainable '.*') on the scenes of seed 1
     voc        the handout: VOC 2012 at config.data.root (VOCdevkit/VOC2012), 21 classes,
                DINO ViT-S/16 from a local DINO .pth or Hugging Face folder at
                config.init_from.workdir, train crops 256 (shorter side 256-300, flip),
@@ -38,7 +38,12 @@ Handout reference (VOC val mIoU): linear 0.42, conv 0.48, transformer 0.62, shar
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.config_utils import (
+    base_config,
+    parse_preset,
+    shrink_for_smoke,
+    use_smoke_pretraining,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,28 +60,15 @@ PRESETS = {
 PRETRAIN_WORKDIR = "checkpoints/seg_heads-pretrain"
 PRETRAIN_EPOCHS = 6.0
 
-# The offline backbone (dllab_jax/models/dino_vit.py): DINO's layout at a CPU-sized width.
-OFFLINE_BACKBONE = dict(
-    patch_size=4,
-    hidden_size=96,
-    depth=4,
-    num_heads=3,
-    mlp_ratio=4.0,
-    qkv_bias=True,
-    layer_norm_eps=1e-6,
-    pretrain_image_size=64,  # the scenes' size: 16x16 patch tokens
-)
+# DINO's ViT layout (dllab_jax/models/dino_vit.py's arguments): MLP ratio 4, q/k/v biases,
+# LayerNorm epsilon 1e-6.
+_DINO = dict(mlp_ratio=4.0, qkv_bias=True, layer_norm_eps=1e-6)
+# The offline backbone at a CPU-sized width; pretrain_image_size is the scenes' (16x16 tokens).
+OFFLINE_BACKBONE = dict(patch_size=4, hidden_size=96, depth=4, num_heads=3, pretrain_image_size=64)
+OFFLINE_BACKBONE.update(_DINO)
 # DINO ViT-S/16 (dino_deitsmall16_pretrain.pth, facebook/dino-vits16).
-VIT_S16 = dict(
-    patch_size=16,
-    hidden_size=384,
-    depth=12,
-    num_heads=6,
-    mlp_ratio=4.0,
-    qkv_bias=True,
-    layer_norm_eps=1e-6,
-    pretrain_image_size=224,
-)
+VIT_S16 = dict(patch_size=16, hidden_size=384, depth=12, num_heads=6, pretrain_image_size=224)
+VIT_S16.update(_DINO)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -110,12 +102,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             name="dino_segmenter",
             head=head,  # linear | conv | transformer | shared_qk
             head_num_heads=6,  # attention heads of the transformer heads
-            frozen_backbone=True,  # stop_gradient, inference mode (False: :pretrain)
-            **OFFLINE_BACKBONE,
+            backbone=OFFLINE_BACKBONE,  # DinoViT's arguments (dllab_jax/models/dino_vit.py)
             dtype="float32",
         )
     )
-    # The backbone is frozen: only `head/...` is in the optimiser.
+    # The backbone is frozen: only `head/...` is in the optimiser, and the backbone runs in
+    # inference mode behind stop_gradient (".*" in :pretrain trains it end to end).
     config.optimizer.trainable = "head/.*"
     config.init_from.workdir = PRETRAIN_WORKDIR
     config.init_from.target_prefix = "backbone/"
@@ -142,7 +134,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 2 CPU cores a ViT learns nothing useful otherwise (see the module docstring).
         config.data.seed = 1
         config.model.head = "linear"
-        config.model.frozen_backbone = False
         config.optimizer.trainable = ".*"
         config.init_from = base_config().init_from
         config.optimizer.schedule = "cosine"
@@ -160,11 +151,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 std=IMAGENET_STD,
             )
         )
-        # The handout's train augmentation (dllab_jax/data/voc_segmentation.py).
+        # The handout's train augmentation (dllab_jax/data/voc_augment.py).
         config.augment = ml_collections.ConfigDict(
             dict(name="voc", crop_size=256, short_side_range=(256, 300), hflip=True)
         )
-        config.model.update(VIT_S16)
+        config.model.backbone = VIT_S16
         config.init_from.workdir = "checkpoints/dino_deitsmall16_pretrain.pth"  # or a HF folder
         config.init_from.format = "dino_vit"
         config.init_from.make_with = ""
@@ -175,17 +166,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval_splits = ("val",)
 
     if "smoke" in presets:
-        if config.data.name in ("scenes", "shapes"):
-            config.data.num_train, config.data.num_val, config.data.num_test = 32, 12, 12
-        config.batch_size = 8
-        config.eval_batch_size = 8
-        config.num_train_steps = 4
-        config.eval_every_steps = 2
-        config.log_every_steps = 2
-        config.checkpoint.every_steps = 2
+        scenes = (32, 12, 12)
+        shrink_for_smoke(
+            config, {"scenes": scenes, "shapes": scenes}, batch=8, steps=4, eval_every=2
+        )
         config.optimizer.warmup_steps = 0
-        if config.init_from.make_with:
-            # A smoke backbone must never stand in for the real pre-training run.
-            config.init_from.workdir = PRETRAIN_WORKDIR + "-smoke"
-            config.init_from.make_with = "configs/seg_heads.py:pretrain,smoke"
+        use_smoke_pretraining(config)  # a smoke backbone never stands in for the real one
     return config

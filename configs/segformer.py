@@ -39,7 +39,7 @@ Handout reference (Pets val mIoU %): scratch 63.9, fine-tune 65.0, lower lr 62.4
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.config_utils import base_config, parse_preset, shrink_for_smoke
 from dllab_jax.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -183,14 +183,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 config.num_epochs = 40.0  # the handout's pre-training: 40 epochs, batch 16
                 config.eval_every_epochs = 2.0
         elif name == "smoke":
-            if config.data.name == "scenes":
-                config.data.num_train, config.data.num_val, config.data.num_test = 32, 12, 12
-            config.batch_size = 8
-            config.eval_batch_size = 8
-            config.num_train_steps = 4
-            config.eval_every_steps = 2
-            config.log_every_steps = 2
-            config.checkpoint.every_steps = 2
+            shrink_for_smoke(config, {"scenes": (32, 12, 12)}, batch=8, steps=4, eval_every=2)
             # One block per stage and a narrow head: a third of MiT-b0's compile time.
             config.model.depths = (1, 1, 1, 1)
             config.model.decoder_hidden_size = 64

@@ -28,7 +28,14 @@ Handout reference (CARLA val mIoU over 13 classes): FCN-32 0.415-0.457, U-Net 0.
 
 import ml_collections
 
-from dllab_jax.config_utils import base_config, parse_preset
+from dllab_jax.config_utils import (
+    base_config,
+    carla_folders,
+    carla_recipe,
+    parse_preset,
+    shrink_for_smoke,
+    unet_recipe,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,7 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = "segmentation"
     offline = "carla" not in presets
 
-    # Data: procedural scenes with per-pixel class labels (dllab_jax/data/segmentation.py).
+    # Data: procedural scenes with per-pixel class labels (dllab_jax/data/sources/scenes.py).
     config.data = ml_collections.ConfigDict(
         dict(
             name="scenes",
@@ -94,15 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.model = _model("unet", offline)
 
-    config.optimizer.name = "adam"  # torch Adam, no weight decay
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 0.0
-    config.batch_size = 32
-    config.eval_batch_size = 100
-    config.num_epochs = 7.0
-    config.eval_every_epochs = 1.0
-    config.log_every_steps = 25
-    config.eval_splits = ("val", "test")
+    unet_recipe(config, num_epochs=7.0)  # Adam 1e-3, batch 32, validated every epoch
     config.checkpoint.best_metric = "val/miou"
     # IoU of a class absent from both labels and predictions: 'zero' (the TU Wien handout;
     # the mean is over all classes) or 'skip' (left out of the mean, as mmsegmentation).
@@ -117,24 +116,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_epochs = 3.0
     for name in presets:
         if name == "carla":
-            config.data = ml_collections.ConfigDict(
-                dict(
-                    name="carla",
-                    root="data/carla",  # holds data*/CameraRGB/*.png and data*/CameraSeg/*.png
-                    image_size=(320, 416),  # (H, W); images bilinear, masks nearest
-                    num_val=500,  # the last 500 + 500 pairs by file name are val and test
-                    num_test=500,
-                    mean=IMAGENET_MEAN,
-                    std=IMAGENET_STD,
-                )
-            )
-            config.augment.hflip = False
-            config.optimizer.learning_rate = 1e-4  # the handout: Adam 1e-4, batch 4
-            config.batch_size = 4
-            config.eval_batch_size = 4
-            config.num_epochs = 10.0
-            config.log_every_steps = 100
-            config.checkpoint.every_steps = 1000
+            config.data = carla_folders(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            carla_recipe(config)  # the handout: Adam 1e-4, batch 4, 10 epochs
         elif name == "imagenet_backbone":
             if config.model.name != "fcn32":
                 config.model = _model("fcn32", offline)
@@ -143,12 +126,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.init_from.target_prefix = "backbone/"
             config.init_from.source_prefix = "backbone/"
         elif name == "smoke":
-            if config.data.name == "scenes":
-                config.data.num_train, config.data.num_val, config.data.num_test = 32, 12, 12
-            config.batch_size = 8
-            config.eval_batch_size = 8
-            config.num_train_steps = 4
-            config.eval_every_steps = 2
-            config.log_every_steps = 2
-            config.checkpoint.every_steps = 2
+            shrink_for_smoke(config, {"scenes": (32, 12, 12)}, batch=8, steps=4, eval_every=2)
     return config

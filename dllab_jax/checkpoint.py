@@ -382,31 +382,22 @@ def read_variables(
     )
 
 
-# config.init_from.format -> "module:function(path, which, *, sharding) -> ({item: tree}, meta)"
-# for weights published in another format.
-INIT_FORMATS = {
-    "hf_blip": "dllab_jax.models.blip_import:read_init_variables",
-    "hf_blip_captioner": "dllab_jax.models.captioner_import:read_init_variables",
-    "torchvision_resnet18": "dllab_jax.models.resnet:read_init_variables",
-    "dino_vit": "dllab_jax.models.dino_import:read_init_variables",
-}
-
-
 def read_init_source(
     fmt: str, path: str | Path, which: str, *, sharding: jax.sharding.Sharding
 ) -> tuple[dict, dict]:
-    """Reads the weights `config.init_from` names: a dllab_jax run or a published format."""
+    """Reads the weights `config.init_from` names: a dllab_jax run ('dllab') or a published
+    format, whose reader registers itself in `dllab_jax/weights/<module>.py` with
+    `@registry.weight_formats.register(fmt)`."""
     if fmt == "dllab":
         return read_variables(path, which, items=("params", "model_state"), sharding=sharding)
-    if fmt not in INIT_FORMATS:
-        raise UserError(
-            f"unknown config.init_from.format {fmt!r}; use 'dllab' or one of {sorted(INIT_FORMATS)}"
-        )
-    import importlib
+    from dllab_jax import registry
 
-    module_name, function = INIT_FORMATS[fmt].split(":")
-    reader = getattr(importlib.import_module(module_name), function)
-    return reader(path, which, sharding=sharding)
+    if fmt not in registry.weight_formats:
+        raise UserError(
+            f"unknown config.init_from.format {fmt!r}; use 'dllab' or one of "
+            f"{registry.weight_formats.names()}"
+        )
+    return registry.weight_formats.get(fmt)(path, which, sharding=sharding)
 
 
 def load_by_name(

@@ -115,10 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.init_from = ml_collections.ConfigDict(
         dict(
             workdir="",  # the other run's workdir, or a published folder ('' = fresh init)
-            # dllab (a run of ours) | hf_blip (a HF BlipForImageTextRetrieval folder) |
-            # hf_blip_captioner (a HF BlipForConditionalGeneration folder) |
-            # torchvision_resnet18 (a torchvision ResNet-18 .pth / .safetensors file) |
-            # dino_vit (a HF ViTModel folder or a DINO .pth, loaded under backbone/)
+            # dllab (a run of ours) or a published format registered in dllab_jax/weights/
+            # (each file's docstring says what it reads): hf_blip, hf_blip_captioner,
+            # torchvision_resnet18, dino_vit
             format="dllab",
             which="best",  # best | latest
             dont_load=(),  # regexes of parameter names to keep freshly initialised
@@ -129,6 +128,95 @@ def base_config() -> ml_collections.ConfigDict:
     )
     config.benchmark = ml_collections.ConfigDict(dict(warmup_steps=3, steps=10))
     return config
+
+
+# ------------------------------------------------------- blocks several config files share
+def shrink_for_smoke(
+    config: ml_collections.ConfigDict,
+    splits: dict[str, tuple[int, int, int]],
+    *,
+    batch: int,
+    eval_batch: int | None = None,
+    steps: int,
+    eval_every: int,
+    log_every: int = 2,
+    checkpoint_every: int = 2,
+) -> None:
+    """The `smoke` preset of a config file: tiny splits and a few steps (tests, CI).
+
+    Args:
+      config: the config, changed in place.
+      splits: data name -> (num_train, num_val, num_test), for the generated sources; other
+        data (a folder, tfds) keeps its splits.
+      batch: `batch_size`.
+      eval_batch: `eval_batch_size` (default: `batch`).
+      steps, eval_every, log_every, checkpoint_every: `num_train_steps`, `eval_every_steps`,
+        `log_every_steps` and `checkpoint.every_steps`.
+    """
+    if config.data.name in splits:
+        sizes = splits[config.data.name]
+        config.data.num_train, config.data.num_val, config.data.num_test = sizes
+    config.batch_size = batch
+    config.eval_batch_size = batch if eval_batch is None else eval_batch
+    config.num_train_steps = steps
+    config.eval_every_steps = eval_every
+    config.log_every_steps = log_every
+    config.checkpoint.every_steps = checkpoint_every
+
+
+def use_smoke_pretraining(config: ml_collections.ConfigDict) -> None:
+    """Points a smoke run's `init_from` at the smoke variant of the run that makes it.
+
+    Where `init_from.make_with` names the config that trains the weights a run starts from,
+    a smoke run must neither read the real run (a smoke model must never stand in for it)
+    nor train it: it reads `<make_with>,smoke` from that spec's default workdir
+    (checkpoints/retrieval-pretrain-smoke for configs/retrieval.py:pretrain), made if missing.
+    """
+    if not config.init_from.make_with:
+        return
+    path, arg = split_spec(config.init_from.make_with)
+    config.init_from.make_with = f"{path}:" + ",".join(filter(None, [arg, "smoke"]))
+    config.init_from.workdir = default_workdir(config.init_from.make_with)
+
+
+def carla_folders(**extra) -> ml_collections.ConfigDict:
+    """The CARLA folders of the Ljubljana handout (segmentation and colourisation)."""
+    return ml_collections.ConfigDict(
+        dict(
+            name="carla",
+            root="data/carla",  # holds data*/CameraRGB/*.png and data*/CameraSeg/*.png
+            image_size=(320, 416),  # (H, W); images bilinear, masks nearest
+            num_val=500,  # the last 500 + 500 pairs by file name are val and test
+            num_test=500,
+            **extra,
+        )
+    )
+
+
+def unet_recipe(config: ml_collections.ConfigDict, *, num_epochs: float) -> None:
+    """The offline training of the Ljubljana U-Nets (segmentation and colourisation): torch
+    Adam 1e-3 without weight decay, batch 32 (100 to evaluate), validation every epoch,
+    val and test in the summary."""
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.weight_decay = 0.0
+    config.batch_size = 32
+    config.eval_batch_size = 100
+    config.num_epochs = num_epochs
+    config.eval_every_epochs = 1.0
+    config.log_every_steps = 25
+    config.eval_splits = ("val", "test")
+
+
+def carla_recipe(config: ml_collections.ConfigDict) -> None:
+    """The handout's training on CARLA: no flips, Adam 1e-4, batch 4, 10 epochs."""
+    config.augment.hflip = False
+    config.optimizer.learning_rate = 1e-4
+    config.batch_size = 4
+    config.eval_batch_size = 4
+    config.num_epochs = 10.0
+    config.log_every_steps = 100
+    config.checkpoint.every_steps = 1000
 
 
 # ------------------------------------------------------------------ validation

@@ -1,7 +1,15 @@
-"""Optimisers and schedules from `config.optimizer`, with parameters frozen by regex."""
+"""Optimisers and schedules from `config.optimizer`, with parameters frozen by regex.
+
+`config.optimizer.trainable` is the one knob for freezing (as big_vision's optax masks):
+parameters it does not match get no updates and no optimiser state, and a model that can
+run a tower frozen (a `frozen` field: TwoTower, BlipCaptioner, the DINO segmenter) is told
+which of its submodules that leaves untrained (`with_frozen_submodules`), so it runs them in
+inference mode behind `stop_gradient`. No model flag has to agree with the regex.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import NamedTuple
 
@@ -132,6 +140,29 @@ def trainable_mask(params, pattern: str):
             f"{sorted(flat)[:3]}"
         )
     return flax.traverse_util.unflatten_dict(mask, sep="/")
+
+
+def frozen_submodules(params, pattern: str) -> tuple[str, ...]:
+    """The top-level submodules (first names of the parameter paths) of which `pattern`
+    trains no parameter, sorted; () when everything trains."""
+    if pattern in ("", ".*"):
+        return ()
+    mask = trainable_mask(params, pattern)
+    return tuple(sorted(name for name, sub in mask.items() if not any(jax.tree.leaves(sub))))
+
+
+def with_frozen_submodules(model, params, pattern: str):
+    """`model` with its `frozen` field set to `frozen_submodules(params, pattern)`; a model
+    without that field (nothing it could skip) is returned as it is.
+
+    Args:
+      model: an unbound linen module.
+      params: its parameter tree (arrays or shapes).
+      pattern: `config.optimizer.trainable`.
+    """
+    if "frozen" not in {f.name for f in dataclasses.fields(model)}:
+        return model
+    return model.clone(frozen=frozen_submodules(params, pattern))
 
 
 def make_optimizer(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -220,4 +220,52 @@ def colorization_examples(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _code_label(code: str, seen: Sequence[str]) -> str:
+    return f"{code} ({'seen' if code in seen else 'unseen'})"
+
+
+def concept_samples(
+    samples: Mapping[str, np.ndarray], seen: Sequence[str], path, num_samples: int = 8
+) -> None:
+    """One row per code of its first samples.
+
+    Args:
+      samples: code -> [n, H, W, 3] float images in [0, 1].
+      seen: codes labelled 'seen' (the others 'unseen').
+      path: the PNG to write.
+      num_samples: samples per code (columns), at most.
+    """
+    codes = list(samples)
+    cols = min(num_samples, min(len(v) for v in samples.values()))
+    fig, axes = plt.subplots(
+        len(codes), cols, figsize=(1.1 * cols + 1.6, 1.1 * len(codes)), squeeze=False
+    )
+    for row, code in enumerate(codes):
+        for col in range(cols):
+            ax = axes[row, col]
+            ax.imshow(np.clip(samples[code][col], 0.0, 1.0))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(_code_label(code, seen), rotation=0, ha="right", va="center")
+    fig.suptitle("generated samples (shape, colour, size bits)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def concept_mean_images(samples: Mapping[str, np.ndarray], seen: Sequence[str], path) -> None:
+    """A row of the mean generated image of each code; titles say seen / unseen."""
+    codes = list(samples)
+    fig, axes = plt.subplots(1, len(codes), figsize=(1.5 * len(codes), 2.0), squeeze=False)
+    for ax, code in zip(axes[0], codes, strict=True):
+        ax.imshow(np.clip(samples[code].mean(axis=0), 0.0, 1.0))
+        ax.set_title(_code_label(code, seen).replace(" ", "\n"), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("mean generated image per code")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -163,15 +163,23 @@ class Experiment:
             pipeline.eval_batches(source, self.config.eval_batch_size, limit=limit or None)
         )
 
-    def evaluate(self, state: TrainState, splits) -> dict[str, float]:
+    def evaluate_with_artifacts(
+        self, state: TrainState, splits
+    ) -> tuple[dict[str, float], dict[str, dict]]:
+        """({'<split>/<metric>': value}, {split: the artifacts its report draws})."""
         variables = state.variables()
-        results = {}
+        metrics, artifacts = {}, {}
         for split in splits:
-            metrics = self.task.evaluate(
+            evaluation = self.task.evaluate(
                 self.model, variables, split, self.eval_batches(split), self.place
             )
-            results.update({f"{split}/{k}": v for k, v in metrics.items()})
-        return results
+            metrics.update({f"{split}/{k}": v for k, v in evaluation.metrics.items()})
+            artifacts[split] = evaluation.artifacts
+        return metrics, artifacts
+
+    def evaluate(self, state: TrainState, splits) -> dict[str, float]:
+        """{'<split>/<metric>': value} of `splits`."""
+        return self.evaluate_with_artifacts(state, splits)[0]
 
 
 def _resolve_steps(config, train_size: int) -> tuple[int, int, int]:
@@ -223,6 +231,8 @@ def build_experiment(
     tx, schedule = optim.make_optimizer(
         config.optimizer, abstract_params, steps_per_epoch=per_epoch, total_steps=total
     )
+    # What the optimiser leaves untrained, a model with towers runs frozen (no backward pass).
+    model = optim.with_frozen_submodules(model, abstract_params, config.optimizer.trainable)
 
     def init_state(rng) -> TrainState:
         params, model_state = init_variables(rng)
@@ -595,7 +605,7 @@ def final_evaluation(exp: Experiment, state, ckpts, workdir: Path, history) -> d
     """Final metrics on `config.eval_splits`, for the final and the best checkpoint, plus the
     figures; returns the summary without the run-level fields."""
     config = exp.config
-    metrics = exp.evaluate(state, config.eval_splits)
+    metrics, artifacts = exp.evaluate_with_artifacts(state, config.eval_splits)
     summary: dict[str, Any] = {"metrics": metrics}
     report_state = state
     best_step = ckpts.best_step() if config.checkpoint.best_metric else None
@@ -606,10 +616,10 @@ def final_evaluation(exp: Experiment, state, ckpts, workdir: Path, history) -> d
         summary["best_step"] = int(best_step)
     elif best_step is not None:
         best_state, best_meta = ckpts.restore(exp.abstract_state, "best")
-        best = exp.evaluate(best_state, config.eval_splits)
+        best, artifacts = exp.evaluate_with_artifacts(best_state, config.eval_splits)
         metrics.update({f"best/{k}": v for k, v in best.items()})
         summary["best_step"] = int(best_meta["step"])
-        # The report draws the best state; its sums are the last evaluation's.
+        # The report draws the best state, from its evaluation's artifacts.
         report_state = best_state
     plots.curves(
         history.records,
@@ -617,8 +627,10 @@ def final_evaluation(exp: Experiment, state, ckpts, workdir: Path, history) -> d
         exp.steps_per_epoch,
         workdir / "curves.png",
     )
-    # Some reports measure things themselves (e.g. a probe on generated samples).
-    metrics.update(exp.task.report(exp.model, report_state.variables(), workdir, exp.place) or {})
+    # Evaluations made once per run (samples generated and probed, say) join the metrics.
+    run_eval = exp.task.evaluate_run(exp.model, report_state.variables(), workdir, exp.place)
+    metrics.update(run_eval.metrics)
+    exp.task.report(artifacts, run_eval.artifacts, workdir)
     for key, value in sorted(metrics.items()):
         print(f"{key}: {value:.4f}")
     return summary

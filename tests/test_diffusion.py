@@ -163,6 +163,7 @@ def torch_forward(reference, x, t, concepts):
     return out.permute(0, 2, 3, 1).numpy()
 
 
+@pytest.mark.slow  # parity against the PyTorch reference
 def test_forward_matches_torch_eval_mode(tiny_pair):
     reference, variables, (x, t, concepts) = tiny_pair
     reference.eval()
@@ -175,6 +176,7 @@ def test_forward_matches_torch_eval_mode(tiny_pair):
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # parity against the PyTorch reference
 def test_forward_matches_torch_train_mode(tiny_pair):
     """Batch statistics; flax updates running stats with momentum 0.9 like torch's 0.1."""
     reference, variables, (x, t, concepts) = tiny_pair

@@ -2,9 +2,9 @@
 
 A case is a config of this project (file + presets + overrides), so the JAX side times
 exactly the train step `main.py` runs. A faithful preset whose data set may be absent gets the
-`synthetic` source with the same image shape and classes (dllab_jax/data/synthetic.py): the
+`synthetic` source with the same image shape and classes (dllab_jax/data/sources/synthetic.py): the
 step is the same, only the pixels are random. The PyTorch side builds the reference of the
-same model with the same constructor arguments (dllab_jax/bench/torch_models.py).
+same model with the same constructor arguments (dllab_jax/bench/torch_models/).
 
 Suites:
   offline   the offline defaults at their own batch and size, on their real (procedural)

@@ -15,16 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from dllab_jax.bench import timing
-from dllab_jax.models.blip import TWO_TOWER_SIZES, TwoTower
+from dllab_jax.models.blip_sizes import TWO_TOWER_SIZES
+from dllab_jax.models.two_tower import TwoTower
 
 
 def _inputs(size: dict, batch: int, text_len: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    side = size["image_size"]
+    side = size["image"]["image_size"]
     images = rng.standard_normal((batch, side, side, 3)).astype(np.float32)
     lengths = rng.integers(text_len // 2, text_len + 1, batch)
     mask = (np.arange(text_len)[None] < lengths[:, None]).astype(np.int32)
-    ids = (rng.integers(4, size["vocab_size"], (batch, text_len)) * mask).astype(np.int32)
+    ids = (rng.integers(4, size["text"]["vocab_size"], (batch, text_len)) * mask).astype(np.int32)
     return images, ids, mask
 
 
@@ -50,27 +51,33 @@ class JaxTwoTowerForward:
         jax.block_until_ready(self.compiled(self.variables, *self.inputs))
 
 
+# transformers' name of each per-tower size -> ours in the tower's sub-config (image, text).
+_HF_TOWER_KEYS = dict(
+    hidden_size="hidden_size",
+    intermediate_size="mlp_dim",
+    num_hidden_layers="num_layers",
+    num_attention_heads="num_heads",
+    layer_norm_eps="layer_norm_eps",
+)
+
+
+def _hf_tower(size: dict, tower: str) -> dict:
+    return {hf: size[tower][ours] for hf, ours in _HF_TOWER_KEYS.items()}
+
+
 def hf_blip_config(size: dict):
     """transformers' `BlipConfig` of a `TWO_TOWER_SIZES` entry."""
     from transformers import BlipConfig
 
     vision = dict(
-        hidden_size=size["vision_hidden_size"],
-        intermediate_size=size["vision_mlp_dim"],
-        num_hidden_layers=size["vision_layers"],
-        num_attention_heads=size["vision_heads"],
-        image_size=size["image_size"],
-        patch_size=size["patch_size"],
-        layer_norm_eps=size["vision_layer_norm_eps"],
+        _hf_tower(size, "image"),
+        image_size=size["image"]["image_size"],
+        patch_size=size["image"]["patch_size"],
     )
     text = dict(
-        vocab_size=size["vocab_size"],
-        hidden_size=size["text_hidden_size"],
-        intermediate_size=size["text_mlp_dim"],
-        num_hidden_layers=size["text_layers"],
-        num_attention_heads=size["text_heads"],
-        max_position_embeddings=size["max_text_len"],
-        layer_norm_eps=size["text_layer_norm_eps"],
+        _hf_tower(size, "text"),
+        vocab_size=size["text"]["vocab_size"],
+        max_position_embeddings=size["text"]["max_position_embeddings"],
         # transformers 5 needs these set for a non-default vocabulary.
         bos_token_id=1,
         eos_token_id=2,
@@ -156,7 +163,8 @@ class JaxCaptionDecode:
 
     def __init__(self, size_name: str, batch: int, max_length: int, dtype: str):
         from dllab_jax import decoding
-        from dllab_jax.models.captioner import CAPTIONER_SIZES, BlipCaptioner
+        from dllab_jax.models.blip_sizes import CAPTIONER_SIZES
+        from dllab_jax.models.captioner import BlipCaptioner
 
         size = CAPTIONER_SIZES[size_name]
         self.module = BlipCaptioner(**size, dtype=jnp.dtype(dtype))
@@ -193,7 +201,7 @@ class TorchCaptionGenerate(_TorchRunner):
         import torch
         from transformers import BlipConfig, BlipForConditionalGeneration
 
-        from dllab_jax.models.captioner import CAPTIONER_SIZES
+        from dllab_jax.models.blip_sizes import CAPTIONER_SIZES
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

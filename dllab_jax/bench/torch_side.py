@@ -86,7 +86,7 @@ class TorchTrainStep:
         if expected_params is not None and self.num_params != expected_params:
             raise UserError(
                 f"the PyTorch reference of {model_name!r} has {self.num_params:,} parameters, "
-                f"the Flax model {expected_params:,}; fix dllab_jax/bench/torch_models.py"
+                f"the Flax model {expected_params:,}; fix dllab_jax/bench/torch_models/"
             )
         inputs, self.loss_fn = _loss_and_inputs(
             task, host_batch, self.device, np.random.default_rng(0)

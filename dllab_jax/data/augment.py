@@ -16,7 +16,9 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-IGNORE_LABEL = 255
+from dllab_jax.data.base import IGNORE
+
+IGNORE_LABEL = IGNORE
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
@@ -155,7 +157,7 @@ def make_augment(aug_config: ml_collections.ConfigDict | None) -> Augment | None
 
     Reads `random_crop_padding` (int, 0 = off), `random_resized_crop` (bool), `rrc_scale`
     (default (0.08, 1.0)), `rrc_ratio` (default (3/4, 4/3)) and `hflip` (bool, p = 0.5); or,
-    with `name = 'voc'`, the VOC segmentation recipe of `voc_segmentation.voc_train_augment`
+    with `name = 'voc'`, the VOC segmentation recipe of `voc_augment.voc_train_augment`
     (`crop_size`, `short_side_range`, `hflip`).
 
     Returns:
@@ -167,7 +169,7 @@ def make_augment(aug_config: ml_collections.ConfigDict | None) -> Augment | None
         return None
     if aug_config.get("name") == "voc":
         # Variable-size images padded to one size: resize, crop and flip per example.
-        from dllab_jax.data.voc_segmentation import voc_train_augment
+        from dllab_jax.data.voc_augment import voc_train_augment
 
         return voc_train_augment(
             crop_size=aug_config.crop_size,

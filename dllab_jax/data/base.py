@@ -6,11 +6,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-import ml_collections
 import numpy as np
-from PIL import Image
 
-from dllab_jax.errors import UserError
+# The ignore label of dense (per-pixel) labels: the loss and the metrics skip it.
+IGNORE = 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +34,9 @@ class Source(Protocol):
     `image: [n, H, W, C] uint8`; classification sources add `label: [n] int32`, dense
     prediction sources `label: [n, H, W] int32` (255 = ignore). Examples must be
     deterministic: the same index always gives the same example.
+
+    A source of texts (the caption sources) also offers `text_corpus() -> list[str]`: every
+    text of the split in example order, repeats kept, for a tokenizer to learn from.
     """
 
     info: SourceInfo
@@ -62,47 +64,13 @@ class ArraySource:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
-def int_key(data_config: ml_collections.ConfigDict, key: str, default: int, minimum: int) -> int:
-    """`data_config[key]` (or `default`) as an int >= `minimum`, else a UserError."""
-    value = data_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise UserError(f"config.data.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def caption_texts(captions: np.ndarray) -> list[str]:
+    """The captions of a `[n, K]` caption array in example order, empty slots dropped."""
+    return [str(c) for c in captions.reshape(-1) if c]
 
 
-def image_size_key(
-    data_config: ml_collections.ConfigDict, default: int, minimum: int = 1
-) -> tuple[int, int]:
-    """`data_config.image_size` (an int or (height, width)) as (H, W), else a UserError."""
-    value = data_config.get("image_size", default)
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        if isinstance(value, str):
-            raise TypeError
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"config.data.image_size must be an int or (height, width), got {value!r}"
-        ) from None
-    if min(h, w) < minimum:
-        raise UserError(f"config.data.image_size must be at least {minimum} pixels, got {value!r}")
-    return h, w
+class CaptionArraySource(ArraySource):
+    """An `ArraySource` whose `captions` [n, K] (object, '' = no caption) are its text corpus."""
 
-
-def load_image(path: str) -> Image.Image:
-    """An image file decoded by PIL (pixels loaded, file closed).
-
-    Raises:
-      UserError: the file is missing, truncated or not an image, naming it; sources read
-        lazily, so this can come mid-run, and the training loop saves before it stops.
-    """
-    try:
-        image = Image.open(path)
-        image.load()  # decodes now (and closes the file), so a broken file fails here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(
-            f"image file {path} cannot be read ({reason}); replace or remove it"
-        ) from None
-    return image
+    def text_corpus(self) -> list[str]:
+        return caption_texts(self.arrays["captions"])

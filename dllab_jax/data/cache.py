@@ -3,10 +3,10 @@
 Rendering a procedural split takes seconds (the classification default's 24k images: 8-10 s
 on 2 cores), and every run, evaluation and test made them again. `cached_arrays` keeps a
 generator's output in `<cache>/<name>-<key>.npz`, where the key hashes the function, its
-arguments and the source of every module in `dllab_jax/data/`: any change to the generators
-makes new files, never a stale hit. Writes are atomic (temporary file + rename), a file that
-does not read is made again, and a cache that cannot be written (full disk, read-only) only
-costs the regeneration.
+arguments and the source of every module in `dllab_jax/data/` and its subpackages: any
+change to the generators makes new files, never a stale hit. Writes are atomic (temporary
+file + rename), a file that does not read is made again, and a cache that cannot be written
+(full disk, read-only) only costs the regeneration.
 
 The folder is `$DLLAB_DATA_CACHE` (`0` turns the cache off), default
 `$XDG_CACHE_HOME/dllab_jax/data` (`~/.cache/dllab_jax/data`); delete it at any time.
@@ -42,8 +42,9 @@ def cache_dir() -> Path | None:
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
     digest = hashlib.sha256()
-    for path in sorted(_DATA_PACKAGE.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(_DATA_PACKAGE.rglob("*.py")):
+        name = path.relative_to(_DATA_PACKAGE).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -117,3 +118,10 @@ def cached_arrays(fn: Callable[..., dict[str, np.ndarray]]):
         return arrays
 
     return wrapper
+
+
+def cached_split(fn: Callable[..., dict[str, np.ndarray]]):
+    """Decorator of a procedural split generator: `cached_arrays` on disk, and the last 8
+    splits in memory for the process (`fn.cache_clear()` empties that, `fn.__wrapped__`
+    bypasses it)."""
+    return functools.lru_cache(maxsize=8)(cached_arrays(fn))

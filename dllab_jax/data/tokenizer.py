@@ -11,7 +11,7 @@ captions of `captioned_shapes`. All of it runs offline.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import transformers
@@ -85,7 +85,7 @@ def train_wordpiece(
     and [ENC] (additional special token) as added tokens.
 
     Args:
-      texts: the training corpus, e.g. `captions.caption_corpus(data_config)`.
+      texts: the training corpus, e.g. `data.text_corpus(data_config)`.
       vocab_size: the size of the whole vocabulary, [DEC] and [ENC] included, so every id is
         below it and a text model with `vocab_size` embeddings fits; a small corpus may give
         fewer ids (`len(tokenizer)` is the exact count).
@@ -164,23 +164,30 @@ def tokenize(
 RUN_TOKENIZER_DIR = "tokenizer"
 
 
-def tokenizer_for_run(config, workdir) -> transformers.BertTokenizerFast:
+def tokenizer_for_run(
+    tokenizer_config,
+    workdir,
+    corpus: Callable[[], Iterable[str]],
+    *,
+    init_workdir: str | None,
+    model_vocab_size: int,
+) -> transformers.BertTokenizerFast:
     """The tokenizer of a text run, saved with it (`<workdir>/tokenizer`, HF format).
 
-    Order: `config.tokenizer.dir`; the `config.init_from` run's tokenizer (its text tower was
-    trained with it); this run's own (resume); else a WordPiece of
-    `config.tokenizer.vocab_size` trained on the training captions of `config.data`.
-    Checks that `config.model.vocab_size` holds it.
+    Order: `tokenizer_config.dir` (`config.tokenizer.dir`); the tokenizer of the run at
+    `init_workdir` (`config.init_from.workdir`: its text tower was trained with it); this
+    run's own (resume); else a WordPiece of `tokenizer_config.vocab_size` trained on
+    `corpus()` (called only then: the training texts, e.g. `data.text_corpus(config.data)`).
+    Checks that a text model of `model_vocab_size` (`config.model.text.vocab_size`) holds it.
     """
     from pathlib import Path
 
     from absl import logging
 
     own = Path(workdir) / RUN_TOKENIZER_DIR
-    init_dir = config.init_from.workdir
     candidates = [
-        (config.tokenizer.dir, "config.tokenizer.dir"),
-        (Path(init_dir) / RUN_TOKENIZER_DIR if init_dir else "", "the init_from run"),
+        (tokenizer_config.dir, "config.tokenizer.dir"),
+        (Path(init_workdir) / RUN_TOKENIZER_DIR if init_workdir else "", "the init_from run"),
         (own, "this run"),
     ]
     for folder, origin in candidates:
@@ -189,17 +196,14 @@ def tokenizer_for_run(config, workdir) -> transformers.BertTokenizerFast:
             logging.info("tokenizer from %s (%s)", folder, origin)
             break
     else:
-        from dllab_jax.data.captions import caption_corpus
-
-        corpus = caption_corpus(config.data)
-        tokenizer = train_wordpiece(corpus, config.tokenizer.vocab_size, str(own))
+        tokenizer = train_wordpiece(corpus(), tokenizer_config.vocab_size, str(own))
         print(f"trained a WordPiece tokenizer ({len(tokenizer)} tokens) -> {own}")
     if not own.is_dir():
         tokenizer.save_pretrained(str(own))
-    if len(tokenizer) > config.model.vocab_size:
+    if len(tokenizer) > model_vocab_size:
         raise UserError(
-            f"the tokenizer has {len(tokenizer)} tokens but config.model.vocab_size is "
-            f"{config.model.vocab_size}; raise it to at least {len(tokenizer)}"
+            f"the tokenizer has {len(tokenizer)} tokens but config.model.text.vocab_size is "
+            f"{model_vocab_size}; raise it to at least {len(tokenizer)}"
         )
     return tokenizer
 

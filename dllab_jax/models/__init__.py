@@ -6,6 +6,8 @@ model's own file, see `dllab_jax.registry`) and every other key of `model_config
 passed to it as a constructor argument (so an unknown key is an error, not ignored).
 Every model is called as `model.apply(variables, images, train=bool)` with
 `images: [B, H, W, C] float32` (already normalised) and returns what its task expects.
+A composite model takes its parts' arguments as nested sub-configs (`config.model.image` and
+`config.model.text` of the BLIP models, `config.model.backbone` of the DINO segmenter).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def build_model(model_config: ml_collections.ConfigDict, **task_kwargs) -> nn.Mo
     """
     cls = model_class(model_config.name)
     kwargs = {k: v for k, v in model_config.to_dict().items() if k != "name"}
+    if "frozen" in kwargs:
+        # One knob: what the optimiser does not train runs frozen (dllab_jax/optim.py).
+        raise UserError(
+            "config.model.frozen is not a config key: set config.optimizer.trainable to the "
+            "parameters that train; the model runs the other submodules frozen"
+        )
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     unknown = sorted(set(kwargs) - fields)
     if unknown:

@@ -10,7 +10,7 @@ after the final LayerNorm (CLS dropped) as a feature map:
     -> blocks_0 .. blocks_{depth-1} -> norm -> drop CLS -> [B, H/p, W/p, hidden_size]
 
 Parameter names mirror the original DINO/timm names (query, key and value split, since
-DINO fuses them); `dino_import.py` maps both checkpoint layouts onto them:
+DINO fuses them); `dllab_jax/weights/dino.py` maps both checkpoint layouts onto them:
 
   ours                      original DINO           HF ViTModel (hub file names)
   patch_embed [p,p,3,D]     patch_embed.proj        embeddings.patch_embeddings.projection

@@ -11,18 +11,41 @@ exact zeros after a ReLU, whose gradient is zero anyway).
 
 `dllab_jax.performance.reference_ops()` switches every model back to flax's own ops (to
 compare, or on a backend where they are faster).
+
+Also the two pieces composite models share: `ComposedModule` (towers' arguments as nested
+sub-configs) and `stop_gradient_if` (a frozen tower, see `dllab_jax.optim`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from dllab_jax import performance
+
+
+class ComposedModule(nn.Module):
+    """Base of a composite model whose parts' arguments are dict fields (nested sub-configs,
+    e.g. `TwoTower.image`): makes them FrozenDicts, since jit hashes modules (a static
+    argument) and a dict does not hash."""
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name, None)
+            if isinstance(value, dict):
+                object.__setattr__(self, field.name, FrozenDict(value))
+        super().__post_init__()
+
+
+def stop_gradient_if(frozen: bool, x: jnp.ndarray) -> jnp.ndarray:
+    """`x` behind `jax.lax.stop_gradient` when it comes from a frozen submodule."""
+    return jax.lax.stop_gradient(x) if frozen else x
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:

@@ -1,11 +1,12 @@
-"""ResNet-18, layer for layer as torchvision's `resnet18`, and a converter for its weights.
+"""ResNet-18, layer for layer as torchvision's `resnet18`.
 
 The convolutional trunk is its own module, `ResNet18Backbone`, held by `ResNet18` under the
 attribute name `backbone` (the classifier Dense is `head`): models that reuse the trunk (e.g.
 an FCN) hold it under the same name, so pretrained weights load into them by parameter name.
 
 Parameter names mirror torchvision's state dict (`layer2_0/downsample_conv` is
-`layer2.0.downsample.0`), which keeps `variables_from_torchvision_resnet18` a plain renaming.
+`layer2.0.downsample.0`), which keeps the converter of its weights
+(`dllab_jax.weights.torchvision_resnet18`) a plain renaming.
 Numerics follow torch: explicit paddings, BatchNorm momentum 0.9 (torch's 0.1) and epsilon
 1e-5. One difference remains: torch updates `running_var` with the unbiased batch variance,
 flax with the biased one (a factor n/(n-1), n = B*H*W); outputs are unaffected.
@@ -14,7 +15,6 @@ flax with the biased one (a factor n/(n-1), n = B*H*W); outputs are unaffected.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -45,7 +45,7 @@ def _torch_linear_init(fan_in: int) -> tuple[nn.initializers.Initializer, ...]:
     return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"), bias_init
 
 
-def _check_stem(stem: str) -> None:
+def check_stem(stem: str) -> None:
     if stem not in STEMS:
         raise UserError(f"unknown ResNet stem {stem!r}; set config.model.stem to one of {STEMS}")
 
@@ -115,7 +115,7 @@ class ResNet18Backbone(nn.Module):
           [B, H/32, W/32, 512] for the imagenet stem, [B, H/8, W/8, 512] for the cifar stem
           (sizes rounded up, as torch's strided convs do).
         """
-        _check_stem(self.stem)
+        check_stem(self.stem)
         if self.stem == "imagenet":
             kernel, strides, pad = (7, 7), 2, ((3, 3), (3, 3))
         else:
@@ -193,145 +193,3 @@ class ResNet18(nn.Module):
             name="head",
         )(x)
         return x.astype(jnp.float32)
-
-
-def variables_from_torchvision_resnet18(
-    state_dict: Mapping[str, np.ndarray], stem: str = "imagenet"
-) -> dict:
-    """Converts a torchvision-layout ResNet-18 state dict into variables for `ResNet18`.
-
-    Conv weights go from torch's [O, I, kh, kw] to flax's [kh, kw, I, O], Linear weights from
-    [O, I] to [I, O]; BatchNorm weight/bias/running_mean/running_var become scale/bias in
-    `params` and mean/var in `batch_stats`. `num_batches_tracked` is ignored. The number of
-    classes is read from `fc.weight`.
-
-    Args:
-      state_dict: torchvision key -> array (`conv1.weight`, `layer1.0.bn1.running_mean`,
-        `layer2.0.downsample.0.weight`, `fc.bias`, ...); numpy arrays, or anything
-        `np.asarray` takes (e.g. CPU torch tensors from `state_dict()`).
-      stem: the stem the weights were trained with ("imagenet" or "cifar"); it fixes the
-        expected shape of `conv1.weight`.
-
-    Returns:
-      {"params": ..., "batch_stats": ...}: nested dicts of float32 numpy arrays, for
-      `ResNet18(num_classes, stem=stem).apply(variables, images)`.
-
-    Raises:
-      UserError: a key is missing, has the wrong shape, or is not part of ResNet-18.
-    """
-    _check_stem(stem)
-    state = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-    used: set[str] = set()
-    params: dict[str, Any] = {}
-    stats: dict[str, Any] = {}
-
-    def take(key: str, shape: tuple[int, ...]) -> np.ndarray:
-        if key not in state:
-            raise UserError(f"torchvision ResNet-18 state dict has no key {key!r}")
-        value = np.asarray(state[key], dtype=np.float32)
-        if value.shape != shape:
-            raise UserError(
-                f"torchvision ResNet-18 state dict key {key!r} has shape {value.shape}, "
-                f"expected {shape} (stem={stem!r})"
-            )
-        used.add(key)
-        return value
-
-    def put(tree: dict, path: tuple[str, ...], leaves: dict[str, np.ndarray]) -> None:
-        for name in path:
-            tree = tree.setdefault(name, {})
-        tree.update(leaves)
-
-    def conv(key: str, path: tuple[str, ...], shape: tuple[int, int, int, int]) -> None:
-        put(params, path, {"kernel": take(f"{key}.weight", shape).transpose(2, 3, 1, 0)})
-
-    def norm(key: str, path: tuple[str, ...], channels: int) -> None:
-        scale, bias = take(f"{key}.weight", (channels,)), take(f"{key}.bias", (channels,))
-        mean = take(f"{key}.running_mean", (channels,))
-        var = take(f"{key}.running_var", (channels,))
-        put(params, path, {"scale": scale, "bias": bias})
-        put(stats, path, {"mean": mean, "var": var})
-
-    stem_kernel = 7 if stem == "imagenet" else 3
-    conv("conv1", ("backbone", "conv1"), (64, 3, stem_kernel, stem_kernel))
-    norm("bn1", ("backbone", "bn1"), 64)
-    in_width = 64
-    for stage, width in enumerate(_WIDTHS):
-        for block in range(_BLOCKS_PER_STAGE):
-            src, dst = f"layer{stage + 1}.{block}", ("backbone", f"layer{stage + 1}_{block}")
-            conv(f"{src}.conv1", (*dst, "conv1"), (width, in_width, 3, 3))
-            norm(f"{src}.bn1", (*dst, "bn1"), width)
-            conv(f"{src}.conv2", (*dst, "conv2"), (width, width, 3, 3))
-            norm(f"{src}.bn2", (*dst, "bn2"), width)
-            strides = 2 if stage > 0 and block == 0 else 1
-            if strides != 1 or in_width != width:  # the same rule as BasicBlock's
-                conv(f"{src}.downsample.0", (*dst, "downsample_conv"), (width, in_width, 1, 1))
-                norm(f"{src}.downsample.1", (*dst, "downsample_bn"), width)
-            in_width = width
-
-    # The head's size is whatever the checkpoint was trained for; only its input is fixed.
-    fc_shape = np.shape(state["fc.weight"]) if "fc.weight" in state else ()
-    num_classes = fc_shape[0] if fc_shape else 0
-    put(
-        params,
-        ("head",),
-        {
-            "kernel": take("fc.weight", (num_classes, in_width)).T,
-            "bias": take("fc.bias", (num_classes,)),
-        },
-    )
-
-    unexpected = sorted(set(state) - used)
-    if unexpected:
-        raise UserError(
-            f"torchvision ResNet-18 state dict has key {unexpected[0]!r} that ResNet-18 "
-            f"(stem={stem!r}) does not have ({len(unexpected)} unexpected keys in all)"
-        )
-    return {"params": params, "batch_stats": stats}
-
-
-def read_torchvision_state_dict(path: str) -> dict[str, np.ndarray]:
-    """A torchvision ResNet-18 state dict from a local `.pth` (`torch.save(state_dict)`, as
-    torchvision publishes `resnet18-f37072fd.pth`; needs torch) or `.safetensors` file."""
-    import os
-
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise UserError(
-            f"no torchvision ResNet-18 weights at {path}; set config.init_from.workdir to a "
-            "local resnet18-*.pth or .safetensors file"
-        )
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return dict(load_file(path))
-    try:
-        import torch
-    except ImportError:
-        raise UserError(
-            f"reading {path} needs torch: pip install torch (CPU is enough), or convert the "
-            "file to .safetensors"
-        ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise UserError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
-
-
-def read_init_variables(path: str, which: str = "best", *, sharding=None):
-    """`config.init_from.format = "torchvision_resnet18"`: ImageNet (or any) torchvision
-    ResNet-18 weights from a local file, named as `ResNet18`'s variables (`backbone/...`,
-    `head`), for loading by name (e.g. into FCN-32's `backbone`).
-
-    Returns:
-      ({"params": ..., "model_state": {"batch_stats": ...}}, meta); `which` is ignored.
-    """
-    del which
-    variables = variables_from_torchvision_resnet18(read_torchvision_state_dict(path))
-    items = {
-        "params": variables["params"],
-        "model_state": {"batch_stats": variables["batch_stats"]},
-    }
-    if sharding is not None:
-        items = jax.device_put(items, sharding)
-    return items, {"step": 0, "source": str(path)}

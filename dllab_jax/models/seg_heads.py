@@ -24,24 +24,26 @@ bilinearly to the input size. The four heads:
 Parameter counts at D = 384, C = 21 (tests assert them): linear 8,085; conv 72,597;
 transformer 1,191,210; shared_qk 1,043,754.
 
-Training the heads alone: the backbone's features pass through `jax.lax.stop_gradient`, so
-its gradients are exactly zero, but an optimizer with weight decay would still move its
-weights; mask the backbone out of the optimizer (e.g. `optax.set_to_zero` on `backbone/`).
+Training the heads alone: `config.optimizer.trainable = "head/.*"` gives the backbone no
+updates (no weight decay either) and, through the model's `frozen`, runs it behind
+`jax.lax.stop_gradient` in inference mode.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from dllab_jax import registry
 from dllab_jax.errors import UserError
 from dllab_jax.models.dino_vit import DinoViT, Mlp, MultiHeadSelfAttention
+from dllab_jax.models.layers import ComposedModule, stop_gradient_if
 
 # Segmenter initialises its class embeddings with a truncated normal of std 0.02.
 _INIT = nn.initializers.truncated_normal(stddev=0.02)
@@ -133,47 +135,37 @@ HEADS = {
 }
 
 
-# DinoViT's constructor fields, which the segmenter carries and passes on.
-_BACKBONE_FIELDS = tuple(
-    f.name for f in dataclasses.fields(DinoViT) if f.name not in ("parent", "name")
-)
-
-
 @registry.models.register("dino_segmenter")
-class FrozenBackboneSegmenter(nn.Module):
-    """Frozen `DinoViT` (`backbone`) -> segmentation head (`head`) -> bilinear upsampling.
+class FrozenBackboneSegmenter(ComposedModule):
+    """A `DinoViT` (`backbone`) -> segmentation head (`head`) -> bilinear upsampling.
 
-    The backbone runs in inference mode and its features pass through `stop_gradient`, so
-    only the head learns (its parameters load by name from
-    `dino_import.read_init_variables`). With `frozen_backbone=False` the same model trains
-    end to end (the offline stand-in for DINO's pre-training). Logits are resized from the
-    patch grid to the input size with `jax.image.resize(..., "bilinear")`: half-pixel
-    centres, which for upsampling equals torch's `interpolate(mode="bilinear",
-    align_corners=False)`.
+    The backbone is a nested sub-config (`config.model.backbone`, `DinoViT`'s arguments), so
+    the ViT is declared once, in dino_vit.py. By default (`frozen=("backbone",)`) it runs in
+    inference mode and its features pass through `stop_gradient`, so only the head learns
+    (its parameters load by name from `dllab_jax.weights.dino`); in a run, `frozen` follows
+    `config.optimizer.trainable` ("head/.*": frozen; ".*": the same model trains end to end,
+    the offline stand-in for DINO's pre-training). Logits are resized from the patch grid to
+    the input size with `jax.image.resize(..., "bilinear")`: half-pixel centres, which for
+    upsampling equals torch's `interpolate(mode="bilinear", align_corners=False)`.
 
     Attributes:
       num_classes: C.
       head: "linear", "conv", "transformer" or "shared_qk".
       head_num_heads: attention heads of the transformer heads.
-      frozen_backbone: True: stop_gradient on the features and the backbone in inference
-        mode; False: the backbone trains with the head.
-      patch_size, hidden_size, depth, num_heads, mlp_ratio, qkv_bias, layer_norm_eps,
-        pretrain_image_size: the backbone's (`DinoViT`), defaults ViT-S/16.
+      backbone: `DinoViT`'s arguments (patch_size, hidden_size, depth, num_heads, mlp_ratio,
+        qkv_bias, layer_norm_eps, pretrain_image_size); missing keys take its defaults
+        (ViT-S/16).
+      frozen: ("backbone",): stop_gradient on the features and the backbone in inference
+        mode; (): the backbone trains with the head. Not a config key: the training loop
+        sets it from `config.optimizer.trainable` (`optim.with_frozen_submodules`).
       dtype: compute dtype of backbone and head; logits are returned in float32.
     """
 
     num_classes: int
     head: str = "linear"
     head_num_heads: int = 6
-    frozen_backbone: bool = True
-    patch_size: int = 16
-    hidden_size: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    pretrain_image_size: int = 224
+    backbone: Mapping[str, Any] = FrozenDict()
+    frozen: tuple[str, ...] = ("backbone",)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -181,7 +173,7 @@ class FrozenBackboneSegmenter(nn.Module):
         """Returns per-pixel logits.
 
         Args:
-          images: [B, H, W, 3] float32, normalised; H and W multiples of `patch_size`.
+          images: [B, H, W, 3] float32, normalised; H and W multiples of the patch size.
           train: passed to the head, and to the backbone when it is not frozen.
 
         Returns:
@@ -189,12 +181,10 @@ class FrozenBackboneSegmenter(nn.Module):
         """
         if self.head not in HEADS:
             raise UserError(f"config.model.head is {self.head!r}; use one of {sorted(HEADS)}")
-        backbone = DinoViT(**{f: getattr(self, f) for f in _BACKBONE_FIELDS}, name="backbone")
-        if self.frozen_backbone:
-            # No gradient reaches the backbone, so the head trains on fixed features.
-            features = jax.lax.stop_gradient(backbone(images, train=False))
-        else:
-            features = backbone(images, train=train)
+        backbone = DinoViT(**self.backbone, dtype=self.dtype, name="backbone")
+        frozen = "backbone" in self.frozen
+        # Frozen: no gradient reaches the backbone, so the head trains on fixed features.
+        features = stop_gradient_if(frozen, backbone(images, train=train and not frozen))
         if self.head in ("transformer", "shared_qk"):
             head = HEADS[self.head](
                 self.num_classes, num_heads=self.head_num_heads, dtype=self.dtype, name="head"

@@ -9,7 +9,7 @@ the loss, the evaluation metrics and the report figures. A new experiment is a n
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -22,20 +22,33 @@ from dllab_jax import data as data_lib
 from dllab_jax import metrics as metrics_lib
 from dllab_jax import models
 from dllab_jax.data.pipeline import Augment
+from dllab_jax.evaluators import Evaluation
+
+
+def normalize_images(images: jnp.ndarray, mean, std) -> jnp.ndarray:
+    """uint8 [B, H, W, C] -> float32, scaled to [0, 1] then standardised per channel."""
+    images = images.astype(jnp.float32) / 255.0
+    return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 class Task:
-    """Base class: subclasses implement `init_inputs`, `dummy_batch`, `loss`, `eval_sums`,
-    `finalize`; they may override `model_kwargs`, `evaluate`, `report`, `prepare`, `source`
-    and `augment`."""
+    """Base class: subclasses implement `loss`, and `eval_step` with `finalize` (or their own
+    `evaluate`); they may override `dummy_fields`, `model_images`, `init_inputs`,
+    `model_kwargs`, `evaluate_run`, `report`, `prepare`, `source` and `augment`.
+
+    Evaluation holds no state: `evaluate` returns a split's metrics and report artifacts
+    (`evaluators.Evaluation`), `evaluate_run` what is measured once per run, and the loop
+    hands both to `report`, which only draws."""
 
     # Metric names (without split prefix) drawn as train/val curves in `curves.png`.
     curve_metrics: tuple[str, ...] = ("loss",)
+    # Examples of each split's first batch whose inputs and `eval_step` outputs the report
+    # draws (0: none).
+    num_report_examples: int = 0
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self._sources: dict[str, data_lib.Source] = {}
-        self.last_sums: dict[str, dict] = {}
 
     def prepare(self, workdir) -> None:
         """Called once before anything else with the run's workdir: make or load run artifacts
@@ -67,13 +80,27 @@ class Task:
         kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
         return {"name": self.config.model.name, "kwargs": {**kwargs, **self.model_kwargs()}}
 
+    def model_images(self, batch: dict) -> jnp.ndarray:
+        """The model's image input of a batch: uint8 [B, H, W, C] -> float32, standardised
+        with `config.data.mean` / `std`."""
+        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)
+
     def init_inputs(self, batch: dict) -> tuple:
-        """The positional inputs of `model.init` for a (dummy) batch."""
-        raise NotImplementedError
+        """The positional inputs of `model.init` for a (dummy) batch (default: the images)."""
+        return (self.model_images(batch),)
+
+    def dummy_fields(self, batch_size: int, image_size: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The fields of `dummy_batch` beside `image` (default: none)."""
+        return {}
 
     def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-        """A batch of the right shapes and dtypes (zeros) for init and benchmarks."""
-        raise NotImplementedError
+        """A batch of the right shapes and dtypes (zeros) for init and benchmarks: `image`
+        [B, H, W, C] uint8 of the training source's shape, and `dummy_fields`."""
+        height, width, channels = self.source("train").info.image_shape
+        return {
+            "image": np.zeros((batch_size, height, width, channels), np.uint8),
+            **self.dummy_fields(batch_size, (height, width)),
+        }
 
     # ------------------------------------------------------------- training
     def loss(
@@ -87,23 +114,32 @@ class Task:
         raise NotImplementedError
 
     # ----------------------------------------------------------- evaluation
-    def eval_sums(self, model: nn.Module, variables: dict, batch: dict) -> dict[str, jnp.ndarray]:
-        """Sums and counts over the real examples of a batch (`batch['batch_mask']`)."""
+    def eval_step(
+        self, model: nn.Module, variables: dict, batch: dict
+    ) -> tuple[dict[str, jnp.ndarray], dict[str, jnp.ndarray]]:
+        """One evaluation batch under jit.
+
+        Returns:
+          (sums, outputs): sums and counts over the real examples (`batch['batch_mask']`),
+          summed over the split; outputs are per-example arrays [B, ...] of which the report
+          draws the first `num_report_examples` ({} when it draws none).
+        """
         raise NotImplementedError
 
-    def finalize(self, sums: dict) -> dict[str, float]:
-        """Metrics of a whole split from its summed `eval_sums`."""
+    def finalize(self, sums: dict) -> Evaluation:
+        """Metrics and report artifacts of a whole split from its summed `eval_step` sums
+        (one of `dllab_jax.evaluators`)."""
         raise NotImplementedError
 
     @functools.cached_property
-    def _jitted_eval_sums(self):
-        return jax.jit(self.eval_sums, static_argnums=0)
+    def _jitted_eval_step(self):
+        return jax.jit(self.eval_step, static_argnums=0)
 
     def evaluate(
         self, model: nn.Module, variables: dict, split: str, batches: Iterable[dict], place
-    ) -> dict[str, float]:
-        """Metrics of one split; the summed `eval_sums` stay in `self.last_sums[split]` for
-        the report.
+    ) -> Evaluation:
+        """Metrics of one split and the artifacts its report draws; the first examples'
+        inputs and outputs (if `num_report_examples`) are the artifact `examples`.
 
         Args:
           model: the module.
@@ -112,30 +148,31 @@ class Task:
           batches: the split's padded host batches (see `pipeline.eval_batches`).
           place: puts a host batch on the devices (sharded along the batch).
         """
-        total = None
+        total, examples = None, {}
         for batch in batches:
-            total = metrics_lib.add_sums(
-                total, self._jitted_eval_sums(model, variables, place(batch))
-            )
-        self.last_sums[split] = jax.device_get(total)
-        return self.finalize(total)
+            sums, outputs = self._jitted_eval_step(model, variables, place(batch))
+            total = metrics_lib.add_sums(total, sums)
+            if self.num_report_examples and not examples:
+                n = min(self.num_report_examples, int(batch["batch_mask"].sum()))
+                outputs = jax.device_get(outputs)
+                examples = {k: np.asarray(v)[:n] for k, v in {**batch, **outputs}.items()}
+        evaluation = self.finalize(total)
+        if examples:
+            evaluation.artifacts["examples"] = examples
+        return evaluation
 
-    def first_examples(self, split: str, num_examples: int) -> dict[str, np.ndarray]:
-        """The first `num_examples` of a split (at most `config.eval_batch_size`) as one
-        padded evaluation batch: the fixed samples of report figures."""
-        from dllab_jax.data import pipeline
-
-        return next(
-            pipeline.eval_batches(
-                self.source(split), self.config.eval_batch_size, limit=num_examples
-            )
-        )
+    def evaluate_run(self, model: nn.Module, variables: dict, workdir, place) -> Evaluation:
+        """Evaluations made once per run, after the splits', on the state the report draws
+        (samples generated and scored, say). Their metrics join the summary as they are (no
+        split prefix). Default: none."""
+        return Evaluation({}, {})
 
     # --------------------------------------------------------------- report
-    def report(self, model: nn.Module, variables: dict, workdir, place) -> dict | None:
+    def report(self, split_artifacts: Mapping[str, dict], run_artifacts: dict, workdir) -> None:
         """Writes the task's figures into `workdir` at the end of a run (default: none).
 
-        Called after the final evaluation, so `self.last_sums` holds every split's sums for
-        `variables`. May return scalars ({"<group>/<name>": float}) that join the summary's
-        metrics, for what the report itself measures.
+        Args:
+          split_artifacts: split -> the artifacts of its final evaluation (`evaluate`).
+          run_artifacts: the artifacts of `evaluate_run`.
+          workdir: the run's folder.
         """

@@ -20,7 +20,19 @@ import optax
 from dllab_jax import decoding, registry
 from dllab_jax import metrics as metrics_lib
 from dllab_jax.data import tokenizer as tokenizer_lib
+from dllab_jax.evaluators import Evaluation, bleu
 from dllab_jax.tasks.image_text import ImageTextTask
+
+# The `config.decoding` keys passed on to `decoding.decode` as they are.
+DECODING_OPTIONS = (
+    "strategy",
+    "max_length",
+    "min_length",
+    "top_k",
+    "top_p",
+    "temperature",
+    "num_beams",
+)
 
 
 @registry.tasks.register("captioning")
@@ -49,7 +61,7 @@ class CaptioningTask(ImageTextTask):
     def init_inputs(self, batch):
         ids = jnp.asarray(batch["input_ids"])
         return (
-            self._images(batch),
+            self.model_images(batch),
             self._decoder_inputs({"input_ids": ids}),
             batch["attention_mask"],
         )
@@ -60,7 +72,7 @@ class CaptioningTask(ImageTextTask):
         ids = self._decoder_inputs(batch)
         logits = model.apply(
             variables,
-            self._images(batch),
+            self.model_images(batch),
             ids,
             batch["attention_mask"],
             train=train,
@@ -87,8 +99,8 @@ class CaptioningTask(ImageTextTask):
         return (losses * weights).sum() / total, (metrics, model_state)
 
     # ---------------------------------------------------------- evaluation
-    def eval_sums(self, model, variables, batch):
-        """Teacher-forced loss sums over every caption of the real images."""
+    def eval_step(self, model, variables, batch):
+        """Teacher-forced loss sums over every caption of the real images (no outputs)."""
         n, k, max_len = batch["input_ids"].shape
         flat = {
             "image": jnp.repeat(batch["image"], k, axis=0),
@@ -97,15 +109,18 @@ class CaptioningTask(ImageTextTask):
         }
         losses, correct, weights = self._token_losses(model, variables, flat, False)
         weights = weights * (batch["caption_mask"] * batch["batch_mask"][:, None]).reshape(-1, 1)
-        return {
+        sums = {
             "loss_sum": (losses * weights).sum(),
             "correct": (correct * weights).sum(),
             "tokens": weights.sum(),
         }
+        return sums, {}
 
     @functools.cached_property
     def _decode(self):
         cfg = self.config.decoding
+
+        options = {name: cfg[name] for name in DECODING_OPTIONS}
 
         def run(model, variables, images, rng):
             return decoding.decode(
@@ -113,13 +128,7 @@ class CaptioningTask(ImageTextTask):
                 variables,
                 images,
                 jnp.asarray(self.prompt_ids),
-                strategy=cfg.strategy,
-                max_length=cfg.max_length,
-                min_length=cfg.min_length,
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
-                temperature=cfg.temperature,
-                num_beams=cfg.num_beams,
+                **options,
                 eos_id=self.eos_id,
                 pad_id=self.pad_id,
                 rng=rng,
@@ -130,7 +139,7 @@ class CaptioningTask(ImageTextTask):
     def generate(self, model, variables, images_uint8, place, rng) -> list[str]:
         """Captions for a batch of uint8 images, prompt stripped."""
         images = place({"image": images_uint8})["image"]
-        tokens, _ = self._decode(model, variables, self._images({"image": images}), rng)
+        tokens, _ = self._decode(model, variables, self.model_images({"image": images}), rng)
         texts = self.tokenizer.batch_decode(np.asarray(tokens), skip_special_tokens=True)
         return [self._strip_prompt(t) for t in texts]
 
@@ -141,6 +150,8 @@ class CaptioningTask(ImageTextTask):
         return text.strip()
 
     def evaluate(self, model, variables, split, batches, place):
+        """Teacher-forced loss and token accuracy, and BLEU of the decoded captions
+        (`evaluators.bleu`); the artifacts are the captions and the first 16 images."""
         sums, hypotheses, references, images = None, [], [], []
         rng = jax.random.key(self.config.decoding.seed)
         # Decoding speed is timed after the first batch, which also compiles the decoder.
@@ -149,7 +160,7 @@ class CaptioningTask(ImageTextTask):
             real = int(batch["batch_mask"].sum())
             device_batch = place({k: v for k, v in batch.items() if k != "captions"})
             sums = metrics_lib.add_sums(
-                sums, self._jitted_eval_sums(model, variables, device_batch)
+                sums, self._jitted_eval_step(model, variables, device_batch)[0]
             )
             start = time.perf_counter()
             texts = self.generate(
@@ -163,33 +174,27 @@ class CaptioningTask(ImageTextTask):
             images.append(batch["image"][:real])
         sums = jax.device_get(sums)
         decode_time, decoded = timing["rest"] if timing["rest"][1] else timing["first"]
-        out = {
+        scores = bleu.finalize(hypotheses, references)
+        metrics = {
             "loss": float(sums["loss_sum"]) / max(float(sums["tokens"]), 1.0),
             "token_accuracy": float(sums["correct"]) / max(float(sums["tokens"]), 1.0),
-            **metrics_lib.bleu_scores(hypotheses, references),
+            **scores.metrics,
             "captions_per_s": decoded / max(decode_time, 1e-9),  # detokenising included
         }
-        self.last_sums[split] = {
-            "hypotheses": hypotheses,
-            "references": references,
-            "images": np.concatenate(images)[:16],
-        }
-        return out
-
-    def finalize(self, sums):  # evaluate() is overridden
-        raise NotImplementedError
+        artifacts = {**scores.artifacts, "images": np.concatenate(images)[:16]}
+        return Evaluation(metrics, artifacts)
 
     # -------------------------------------------------------------- report
-    def report(self, model, variables, workdir, place):
-        """Images with their generated (G) and reference (R) captions."""
+    def report(self, split_artifacts, run_artifacts, workdir):
+        """Images of the validation split with their generated (G) and reference (R)
+        captions."""
         from dllab_jax import plots
 
-        for split in ("val",):
-            if split in self.last_sums:
-                last = self.last_sums[split]
-                plots.captioned_images(
-                    last["images"][:8],
-                    last["hypotheses"][:8],
-                    [refs[0] for refs in last["references"][:8]],
-                    Path(workdir) / f"captions_{split}.png",
-                )
+        if "val" in split_artifacts:
+            artifacts = split_artifacts["val"]
+            plots.captioned_images(
+                artifacts["images"][:8],
+                artifacts["hypotheses"][:8],
+                [refs[0] for refs in artifacts["references"][:8]],
+                Path(workdir) / "captions_val.png",
+            )

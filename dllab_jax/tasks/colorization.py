@@ -9,22 +9,21 @@ mean absolute and squared errors. Any image source works; its labels, if any, ar
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dllab_jax import metrics as metrics_lib
 from dllab_jax import registry
 from dllab_jax.data import augment as augment_lib
 from dllab_jax.errors import UserError
+from dllab_jax.evaluators import psnr as psnr_lib
+from dllab_jax.metrics import psnr
 from dllab_jax.tasks.base import Task
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-LOSSES = ("l1", "l2")
-NUM_FIGURE_EXAMPLES = 6
+LOSSES = psnr_lib.LOSSES
 
 
 def rgb_targets(images: jnp.ndarray) -> jnp.ndarray:
@@ -41,6 +40,7 @@ def grey_inputs(images: jnp.ndarray) -> jnp.ndarray:
 @registry.tasks.register("colorization")
 class ColorizationTask(Task):
     curve_metrics = ("loss", "psnr")
+    num_report_examples = 6
 
     def __init__(self, config):
         super().__init__(config)
@@ -53,75 +53,47 @@ class ColorizationTask(Task):
     def model_kwargs(self):
         return {"num_classes": 3}  # the U-Net's output channels: R, G, B
 
-    def dummy_batch(self, batch_size):
-        height, width, _ = self.source("train").info.image_shape
-        return {"image": np.zeros((batch_size, height, width, 3), np.uint8)}
-
-    def init_inputs(self, batch):
-        return (grey_inputs(batch["image"]),)
-
-    def _errors(self, outputs, targets):
-        diff = outputs - targets
-        return jnp.abs(diff) if self.config.loss == "l1" else jnp.square(diff)
+    def model_images(self, batch):
+        return grey_inputs(batch["image"])
 
     def loss(self, model, params, model_state, batch, rng):
         outputs, new_model_state = model.apply(
             {"params": params, **model_state},
-            grey_inputs(batch["image"]),
+            self.model_images(batch),
             train=True,
             rngs={"dropout": rng},
             mutable=list(model_state),
         )
         targets = rgb_targets(batch["image"])
-        loss = self._errors(outputs, targets).mean()
-        return loss, ({"psnr": metrics_lib.psnr(outputs, targets).mean()}, new_model_state)
+        diff = outputs - targets
+        loss = (jnp.abs(diff) if self.config.loss == "l1" else jnp.square(diff)).mean()
+        return loss, ({"psnr": psnr(outputs, targets).mean()}, new_model_state)
 
-    def eval_sums(self, model, variables, batch):
-        outputs = model.apply(variables, grey_inputs(batch["image"]), train=False)
-        targets = rgb_targets(batch["image"])
-        mask = batch["batch_mask"]
-        per_image = lambda x: x.mean(axis=(1, 2, 3))
-        return {
-            "count": mask.sum(),
-            "loss_sum": (per_image(self._errors(outputs, targets)) * mask).sum(),
-            "l1_sum": (per_image(jnp.abs(outputs - targets)) * mask).sum(),
-            "mse_sum": (per_image(jnp.square(outputs - targets)) * mask).sum(),
-            "psnr_sum": (metrics_lib.psnr(outputs, targets) * mask).sum(),
-        }
+    def eval_step(self, model, variables, batch):
+        outputs = model.apply(variables, self.model_images(batch), train=False)
+        sums = psnr_lib.image_error_sums(
+            outputs, rgb_targets(batch["image"]), batch["batch_mask"], self.config.loss
+        )
+        return sums, {"colours": outputs}
 
     def finalize(self, sums):
-        sums = jax.device_get(sums)
-        count = max(float(sums["count"]), 1.0)
-        return {
-            "loss": float(sums["loss_sum"]) / count,
-            "l1": float(sums["l1_sum"]) / count,
-            "mse": float(sums["mse_sum"]) / count,
-            "psnr": float(sums["psnr_sum"]) / count,
-        }
+        return psnr_lib.finalize(sums)
 
-    @functools.cached_property
-    def _jitted_colourise(self):
-        def colourise(model, variables, images):
-            return model.apply(variables, grey_inputs(images))
-
-        return jax.jit(colourise, static_argnums=0)
-
-    def report(self, model, variables, workdir, place):
+    def report(self, split_artifacts, run_artifacts, workdir):
         """Grey input, prediction and target of the first validation examples."""
         from dllab_jax import plots
 
-        split = "val" if "val" in self.last_sums else next(iter(self.last_sums), "val")
-        batch = self.first_examples(split, NUM_FIGURE_EXAMPLES)
-        outputs = self._jitted_colourise(model, variables, place(batch)["image"])
-        n = int(batch["batch_mask"].sum())
-        images = batch["image"][:n]
-        psnr = self.finalize(self.last_sums[split])["psnr"] if split in self.last_sums else None
+        split = "val" if "val" in split_artifacts else next(iter(split_artifacts), None)
+        if split is None:
+            return
+        artifacts = split_artifacts[split]
+        images = artifacts["examples"]["image"]
         skips = self.config.model.get("skip_connections", True)
         plots.colorization_examples(
             np.asarray(jax.device_get(grey_inputs(images)) + 1.0) / 2.0,
-            np.asarray(jax.device_get(outputs))[:n],
+            artifacts["examples"]["colours"],
             np.asarray(images, np.float32) / 255.0,
             Path(workdir) / f"colorization_{split}.png",
-            title=f"U-Net {'with' if skips else 'without'} skips"
-            + (f", {split} PSNR {psnr:.2f} dB" if psnr is not None else ""),
+            title=f"U-Net {'with' if skips else 'without'} skips, {split} PSNR "
+            f"{artifacts['psnr']:.2f} dB",
         )

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dllab_jax import data as data_lib
 from dllab_jax.data import tokenizer as tokenizer_lib
 from dllab_jax.data.tokenizer import TokenizedCaptions, pick_one_caption
 from dllab_jax.tasks.base import Task
-from dllab_jax.tasks.classification import normalize_images
 
 
 class ImageTextTask(Task):
@@ -26,7 +26,13 @@ class ImageTextTask(Task):
         return ""
 
     def prepare(self, workdir: Path) -> None:
-        self.tokenizer = tokenizer_lib.tokenizer_for_run(self.config, workdir)
+        self.tokenizer = tokenizer_lib.tokenizer_for_run(
+            self.config.tokenizer,
+            workdir,
+            corpus=lambda: data_lib.text_corpus(self.config.data),
+            init_workdir=self.config.init_from.workdir,
+            model_vocab_size=self.config.model.text.vocab_size,
+        )
 
     def source(self, split):
         if split not in self._sources:
@@ -41,14 +47,9 @@ class ImageTextTask(Task):
     def augment(self):
         return pick_one_caption
 
-    def dummy_batch(self, batch_size):
-        height, width, channels = self.source("train").info.image_shape
+    def dummy_fields(self, batch_size, image_size):
         max_len = self.config.tokenizer.max_len
         return {
-            "image": np.zeros((batch_size, height, width, channels), np.uint8),
             "input_ids": np.zeros((batch_size, max_len), np.int32),
             "attention_mask": np.ones((batch_size, max_len), np.int32),
         }
-
-    def _images(self, batch):
-        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)

@@ -2,7 +2,7 @@
 
 Training batches hold one caption per image, drawn afresh each step among the image's
 captions; evaluation embeds every image and every caption of a split and ranks on the full
-similarity matrix (`metrics.retrieval_metrics`).
+similarity matrix (`evaluators.recall`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dllab_jax import metrics as metrics_lib
 from dllab_jax import registry
+from dllab_jax.evaluators import recall
 from dllab_jax.tasks.image_text import ImageTextTask
 
 
@@ -45,7 +45,7 @@ class RetrievalTask(ImageTextTask):
     curve_metrics = ("loss", "i2t_R@1", "t2i_R@1")
 
     def init_inputs(self, batch):
-        return (self._images(batch), batch["input_ids"], batch["attention_mask"])
+        return (self.model_images(batch), batch["input_ids"], batch["attention_mask"])
 
     # -------------------------------------------------------------- training
     def loss(self, model, params, model_state, batch, rng):
@@ -67,7 +67,8 @@ class RetrievalTask(ImageTextTask):
         return jax.jit(embed, static_argnums=0)
 
     def evaluate(self, model, variables, split, batches, place):
-        """Embeds every image and caption of the split, then ranks on the full matrix."""
+        """Embeds every image and caption of the split, then ranks on the full matrix
+        (`evaluators.recall`); the artifacts add the texts and images of the top matches."""
         image_embeds, text_embeds, caption_image = [], [], []
         num_images = 0
         for batch in batches:
@@ -84,36 +85,34 @@ class RetrievalTask(ImageTextTask):
             text_embeds.append(out["text_embed"][: real * k][valid])
             caption_image.append((num_images + np.arange(real * k) // k)[valid])
             num_images += real
-        image_embeds = np.concatenate(image_embeds)
-        text_embeds = np.concatenate(text_embeds)
-        caption_image = np.concatenate(caption_image)
-        similarity = image_embeds @ text_embeds.T
-        self.last_sums[split] = {"similarity": similarity, "caption_image": caption_image}
-        return metrics_lib.retrieval_metrics(similarity, caption_image)
+        evaluation = recall.finalize(
+            np.concatenate(image_embeds), np.concatenate(text_embeds), np.concatenate(caption_image)
+        )
+        evaluation.artifacts.update(self._top_examples(split, evaluation.artifacts))
+        return evaluation
 
-    def finalize(self, sums):  # evaluate() is overridden; nothing is summed per batch
-        raise NotImplementedError
+    def _top_examples(self, split, artifacts) -> dict:
+        """{captions: the query texts, images: [queries][TOP_K] uint8 images} of `top_images`."""
+        source = self.source(split)
+        per_image = source.captions(np.arange(len(source))).reshape(-1)
+        flat_captions = per_image[per_image != ""]
+        ids = np.unique(artifacts["top"])
+        lookup = dict(zip(ids.tolist(), source.source.get(ids)["image"], strict=True))
+        return {
+            "captions": [str(flat_captions[q]) for q in artifacts["queries"]],
+            "images": [[lookup[int(i)] for i in row] for row in artifacts["top"]],
+        }
 
     # ---------------------------------------------------------------- report
-    def report(self, model, variables, workdir, place):
+    def report(self, split_artifacts, run_artifacts, workdir):
         """For a few validation captions, the top-5 images (the true one framed green)."""
         from dllab_jax import plots
 
-        split = "val"
-        if split not in self.last_sums:
-            return
-        similarity = self.last_sums[split]["similarity"]
-        caption_image = self.last_sums[split]["caption_image"]
-        source = self.source(split)
-        queries = np.linspace(0, len(caption_image) - 1, 4).astype(int)
-        per_image = source.captions(np.arange(len(source)))
-        flat_captions = per_image.reshape(-1)[per_image.reshape(-1) != ""]
-        top = np.argsort(-similarity[:, queries].T, axis=1)[:, :5]  # [queries, 5] image ids
-        images = source.source.get(np.unique(top))["image"]
-        lookup = {int(i): images[j] for j, i in enumerate(np.unique(top))}
-        plots.retrieval_examples(
-            [str(flat_captions[q]) for q in queries],
-            [[lookup[int(i)] for i in row] for row in top],
-            [[int(i) == int(caption_image[q]) for i in row] for q, row in zip(queries, top)],
-            Path(workdir) / f"retrieval_{split}.png",
-        )
+        if "val" in split_artifacts:
+            artifacts = split_artifacts["val"]
+            plots.retrieval_examples(
+                artifacts["captions"],
+                artifacts["images"],
+                artifacts["correct"].tolist(),
+                Path(workdir) / "retrieval_val.png",
+            )

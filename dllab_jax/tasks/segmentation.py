@@ -9,34 +9,30 @@ pixels of the split, not a mean over batches.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dllab_jax import metrics as metrics_lib
 from dllab_jax import registry
 from dllab_jax.data import augment as augment_lib
 from dllab_jax.errors import UserError
+from dllab_jax.evaluators import iou
+from dllab_jax.metrics import pixel_cross_entropy
 from dllab_jax.tasks.base import Task
-from dllab_jax.tasks.classification import normalize_images
-
-NUM_FIGURE_EXAMPLES = 6
 
 
 @registry.tasks.register("segmentation")
 class SegmentationTask(Task):
     curve_metrics = ("loss", "miou")
+    num_report_examples = 6
 
     def __init__(self, config):
         super().__init__(config)
         rule = config.get("empty_class_iou", "zero")
-        if rule not in metrics_lib.EMPTY_CLASS_RULES:
+        if rule not in iou.EMPTY_CLASS_RULES:
             raise UserError(
-                f"config.empty_class_iou must be one of {metrics_lib.EMPTY_CLASS_RULES}, "
-                f"got {rule!r}"
+                f"config.empty_class_iou must be one of {iou.EMPTY_CLASS_RULES}, got {rule!r}"
             )
 
     @property
@@ -49,28 +45,18 @@ class SegmentationTask(Task):
     def model_kwargs(self):
         return {"num_classes": len(self.class_names)}
 
-    def dummy_batch(self, batch_size):
-        height, width, channels = self.source("train").info.image_shape
-        return {
-            "image": np.zeros((batch_size, height, width, channels), np.uint8),
-            "label": np.zeros((batch_size, height, width), np.int32),
-        }
-
-    def _images(self, batch):
-        return normalize_images(batch["image"], self.config.data.mean, self.config.data.std)
-
-    def init_inputs(self, batch):
-        return (self._images(batch),)
+    def dummy_fields(self, batch_size, image_size):
+        return {"label": np.zeros((batch_size, *image_size), np.int32)}
 
     def loss(self, model, params, model_state, batch, rng):
         logits, new_model_state = model.apply(
             {"params": params, **model_state},
-            self._images(batch),
+            self.model_images(batch),
             train=True,
             rngs={"dropout": rng},
             mutable=list(model_state),
         )
-        losses, valid = metrics_lib.pixel_cross_entropy(logits, batch["label"])
+        losses, valid = pixel_cross_entropy(logits, batch["label"])
         # torch's CrossEntropyLoss(ignore_index=255): the mean over labelled pixels.
         num_valid = jnp.maximum(valid.sum(), 1.0)
         correct = (jnp.argmax(logits, -1) == batch["label"]) * valid
@@ -79,39 +65,31 @@ class SegmentationTask(Task):
             new_model_state,
         )
 
-    def eval_sums(self, model, variables, batch):
-        logits = model.apply(variables, self._images(batch), train=False)
-        return metrics_lib.segmentation_sums(logits, batch["label"], batch["batch_mask"])
+    def eval_step(self, model, variables, batch):
+        logits = model.apply(variables, self.model_images(batch), train=False)
+        sums = iou.segmentation_sums(logits, batch["label"], batch["batch_mask"])
+        return sums, {"prediction": jnp.argmax(logits, -1)}
 
     def finalize(self, sums):
-        return metrics_lib.finalize_segmentation(
-            sums, self.class_names, self.config.get("empty_class_iou", "zero")
-        )
+        return iou.finalize(sums, self.class_names, self.config.get("empty_class_iou", "zero"))
 
-    @functools.cached_property
-    def _jitted_predict(self):
-        def predict(model, variables, images):
-            return jnp.argmax(model.apply(variables, self._images({"image": images})), -1)
-
-        return jax.jit(predict, static_argnums=0)
-
-    def report(self, model, variables, workdir, place):
+    def report(self, split_artifacts, run_artifacts, workdir):
         """Per-class IoU bars of every evaluated split and predicted masks of the first
         validation examples."""
         from dllab_jax import plots
 
-        for split, sums in self.last_sums.items():
-            metrics = self.finalize(sums)
-            iou = {name: metrics[f"iou/{name}"] for name in self.class_names}
-            plots.iou_bars(iou, Path(workdir) / f"iou_{split}.png", title=f"{split}: IoU")
-        split = "val" if "val" in self.last_sums else next(iter(self.last_sums), "val")
-        batch = self.first_examples(split, NUM_FIGURE_EXAMPLES)
-        predictions = self._jitted_predict(model, variables, place(batch)["image"])
-        n = int(batch["batch_mask"].sum())
+        for split, artifacts in split_artifacts.items():
+            plots.iou_bars(
+                artifacts["iou"], Path(workdir) / f"iou_{split}.png", title=f"{split}: IoU"
+            )
+        split = "val" if "val" in split_artifacts else next(iter(split_artifacts), None)
+        if split is None:
+            return
+        examples = split_artifacts[split]["examples"]
         plots.segmentation_examples(
-            batch["image"][:n],
-            batch["label"][:n],
-            np.asarray(jax.device_get(predictions))[:n],
+            examples["image"],
+            examples["label"],
+            examples["prediction"],
             self.class_names,
             Path(workdir) / f"predictions_{split}.png",
         )

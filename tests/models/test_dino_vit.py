@@ -1,0 +1,49 @@
+"""DinoViT (dllab_jax/models/dino_vit.py): the position-embedding resize against torch's bicubic
+interpolation, and ViT-S/16's parameter count against transformers' `ViTModel`. Features of
+imported weights against torch are tests/weights/test_dino.py's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers import ViTConfig, ViTModel
+
+from dllab_jax.models.dino_vit import DinoViT, interpolate_pos_embed
+
+pytestmark = pytest.mark.slow  # parity against transformers' PyTorch models
+
+
+@pytest.mark.parametrize("size", [(4, 6), (4, 3), (4, 4), (14, 20), (14, 9), (5, 11)])
+def test_position_resize_matches_torch_bicubic(size):
+    g, d = size[0], 3
+    pos = np.random.default_rng(1).normal(size=(1, 1 + g * g, d)).astype(np.float32)
+    for out_h, out_w in [(size[1], size[1]), (size[1], g + 1)]:
+        grid = torch.from_numpy(pos[:, 1:].reshape(1, g, g, d)).permute(0, 3, 1, 2)
+        ref = torch.nn.functional.interpolate(
+            grid, size=(out_h, out_w), mode="bicubic", align_corners=False
+        )
+        ref = ref.permute(0, 2, 3, 1).reshape(1, -1, d).numpy()
+        ours = np.asarray(interpolate_pos_embed(jnp.asarray(pos), out_h, out_w))
+        np.testing.assert_array_equal(ours[:, :1], pos[:, :1])  # the CLS position is kept
+        np.testing.assert_allclose(ours[:, 1:], ref, atol=1e-5, rtol=0)
+
+
+def test_vit_s16_parameter_count():
+    abstract = jax.eval_shape(DinoViT().init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
+    config = ViTConfig(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        image_size=224,
+        patch_size=16,
+        qkv_bias=True,
+    )
+    with torch.device("meta"):
+        theirs = sum(p.numel() for p in ViTModel(config, add_pooling_layer=False).parameters())
+    assert ours == theirs == 21_665_664
