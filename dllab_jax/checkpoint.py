@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import shutil
 import sys
 import time
@@ -28,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -380,74 +378,6 @@ def read_variables(
         f"no checkpoint in {workdir} (looked in {', '.join(order)}); train there first with "
         "`python main.py --config=... --workdir=...`"
     )
-
-
-def read_init_source(
-    fmt: str, path: str | Path, which: str, *, sharding: jax.sharding.Sharding
-) -> tuple[dict, dict]:
-    """Reads the weights `config.init_from` names: a dllab_jax run ('dllab') or a published
-    format, whose reader registers itself in `dllab_jax/weights/<module>.py` with
-    `@registry.weight_formats.register(fmt)`."""
-    if fmt == "dllab":
-        return read_variables(path, which, items=("params", "model_state"), sharding=sharding)
-    from dllab_jax import registry
-
-    if fmt not in registry.weight_formats:
-        raise UserError(
-            f"unknown config.init_from.format {fmt!r}; use 'dllab' or one of "
-            f"{registry.weight_formats.names()}"
-        )
-    return registry.weight_formats.get(fmt)(path, which, sharding=sharding)
-
-
-def load_by_name(
-    target,
-    source,
-    *,
-    dont_load: Sequence[str] = (),
-    target_prefix: str = "",
-    source_prefix: str = "",
-    what: str = "parameter",
-):
-    """Copies `source` leaves into `target` by '/'-joined name, as big_vision's `load`.
-
-    Every target leaf whose name starts with `target_prefix` and matches none of the
-    `dont_load` regexes (re.fullmatch) is taken from `source` at the name with `target_prefix`
-    replaced by `source_prefix`; it must exist there with the same shape. Others keep their
-    target value (typically a fresh initialisation).
-
-    Returns:
-      (merged tree, list of loaded names).
-
-    Raises:
-      UserError: on a missing name or a shape mismatch, naming it.
-    """
-    flat_target = flax.traverse_util.flatten_dict(target, sep="/")
-    flat_source = flax.traverse_util.flatten_dict(source, sep="/")
-    patterns = [re.compile(p) for p in dont_load]
-    merged, loaded = {}, []
-    for name, value in flat_target.items():
-        skip = not name.startswith(target_prefix) or any(p.fullmatch(name) for p in patterns)
-        if skip:
-            merged[name] = value
-            continue
-        source_name = source_prefix + name[len(target_prefix) :]
-        if source_name not in flat_source:
-            near = [n for n in flat_source if n.split("/")[-1] == name.split("/")[-1]][:3]
-            raise UserError(
-                f"init_from: {what} {source_name!r} is not in the source checkpoint (similar: "
-                f"{near}); add a config.init_from.dont_load pattern for it or fix the prefixes"
-            )
-        new = flat_source[source_name]
-        if tuple(new.shape) != tuple(value.shape):
-            raise UserError(
-                f"init_from: {what} {name!r} has shape {tuple(value.shape)} here but "
-                f"{tuple(new.shape)} in the source checkpoint; add a config.init_from.dont_load "
-                "pattern for it or match the model sizes"
-            )
-        merged[name] = jnp.asarray(new, dtype=value.dtype)
-        loaded.append(name)
-    return flax.traverse_util.unflatten_dict(merged, sep="/"), loaded
 
 
 def write_json(path: str | Path, obj: Any) -> None:

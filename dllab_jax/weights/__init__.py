@@ -2,12 +2,12 @@
 
 `config.init_from.format` names a format; each registers its reader in its own module with
 `@registry.weight_formats.register("<format>")` (see `dllab_jax.registry`), and
-`checkpoint.read_init_source` looks it up ('dllab', a run of ours, is built in). A reader is
+`init_from.read_init_source` looks it up ('dllab', a run of ours, is built in). A reader is
 
     read(path, which, *, sharding) -> ({"params": ..., ["model_state": ...]}, meta)
 
 as `checkpoint.read_variables` returns: the arrays named as our model's parameters, ready for
-`checkpoint.load_by_name`; `which` is ignored (a published file holds one set of weights).
+`init_from.load_by_name`; `which` is ignored (a published file holds one set of weights).
 
 Every format shares `reader.py` (torch .pth/.bin, safetensors, sharded safetensors, a HF
 folder's config.json) and `convert.py` (the one checked tensor -> parameter path: names

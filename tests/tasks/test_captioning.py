@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from voc_stand_in import write_tiny_voc
 
-from dllab_jax import checkpoint, train
+from dllab_jax import checkpoint, init_from, train
 from dllab_jax.config_utils import load_config
 
 
@@ -101,7 +101,7 @@ def test_voc_blip_preset_evaluates_a_published_captioner_folder(tmp_path, tiny_b
     summary = train.train_and_evaluate(config, tmp_path / "run")
     assert 0.0 <= summary["metrics"]["val/bleu4"] <= 1.0
     # learning rate 0: the run evaluates, and saves, exactly the published weights
-    published = checkpoint.read_init_source(
+    published = init_from.read_init_source(
         "hf_blip_captioner",
         folder,
         "best",

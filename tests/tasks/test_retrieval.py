@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from voc_stand_in import write_tiny_voc
 
-from dllab_jax import checkpoint, parallel, train
+from dllab_jax import checkpoint, init_from, parallel, train
 from dllab_jax.config_utils import load_config
 from dllab_jax.data import pipeline
 from dllab_jax.data import tokenizer as tokenizer_lib
@@ -164,7 +164,7 @@ def test_voc_blip_preset_on_tiny_stand_ins(tmp_path, tiny_blip_config):
     summary = train.train_and_evaluate(config, tmp_path / "run")
     assert summary["step"] == 6
     assert 0.0 <= summary["metrics"]["val/i2t_R@1"] <= 1.0
-    published = checkpoint.read_init_source(
+    published = init_from.read_init_source(
         "hf_blip", folder, "best", sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
     )[0]["params"]
     trained = checkpoint.read_variables(tmp_path / "run", "latest")[0]["params"]

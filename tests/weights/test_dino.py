@@ -21,8 +21,8 @@ import torch
 from safetensors.numpy import save_file
 from transformers import ViTConfig, ViTModel
 
-from dllab_jax.checkpoint import load_by_name
 from dllab_jax.errors import UserError
+from dllab_jax.init_from import load_by_name
 from dllab_jax.models.dino_vit import DinoViT
 from dllab_jax.models.seg_heads import FrozenBackboneSegmenter
 from dllab_jax.weights.dino import (

@@ -85,7 +85,7 @@ _FLAX_ONLY = ("dtype",)
 
 
 def build_torch_model(name: str, **kwargs: Any) -> nn.Module:
-    """The PyTorch reference of `dllab_jax.models.MODELS[name]` built with the same arguments.
+    """The PyTorch reference of the registered model `name` built with the same arguments.
 
     Args:
       name: a registry name ("cnn", "resnet18", "vit", "unet", "fcn32", "context_unet",
