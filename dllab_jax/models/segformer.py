@@ -1,7 +1,7 @@
 """SegFormer (Xie et al. 2021) with MiT-b0 sizes, as HF `SegformerForSemanticSegmentation`.
 
 Layer for layer as HF transformers' SegFormer (parameter counts are equal, see
-tests/test_dense_models.py); names are ours. The encoder is the submodule `encoder` and the
+tests/models/test_segformer.py); names are ours. The encoder is the submodule `encoder` and the
 all-MLP head `decode_head`, so fine-tuning can load or freeze `encoder/.*` by regex.
 
 Defaults follow the TU Wien DLVC 2024 A2 handout (SPEC E3): first patch embedding 5x5 stride 2
