@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dllab_jax import checkpoint, logs, train
+from dllab_jax import checkpoint, logs, tasks, train
 from dllab_jax.config_utils import load_config
 from dllab_jax.errors import UserError
 
@@ -88,7 +88,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     train.train_and_evaluate(smoke_config(num_train_steps=4), tmp_path)
     good = checkpoint.read_variables(tmp_path, "latest")[0]["params"]
     # From step 5 on the loss is NaN (a NaN learning rate is refused as bad input).
-    task_class = type(train.get_task(smoke_config()))
+    task_class = type(tasks.get_task(smoke_config()))
     real_loss = task_class.loss
     monkeypatch.setattr(
         task_class,
@@ -103,7 +103,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 def _make_the_loss_nan(monkeypatch, config):
-    task_class = type(train.get_task(config))
+    task_class = type(tasks.get_task(config))
     real = task_class.loss
 
     def nan_loss(self, *args, **kwargs):
