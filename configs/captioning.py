@@ -30,6 +30,7 @@ from dllab_jax.config_utils import (
     shrink_for_smoke,
     use_smoke_pretraining,
 )
+from dllab_jax.data.sources import captioned_shapes
 from dllab_jax.models.blip_sizes import BLIP_MEAN, BLIP_STD, CAPTIONER_SIZES
 
 PRESETS = {
@@ -51,19 +52,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     presets = parse_preset(arg, PRESETS)
     config = base_config()  # the loop's keys, documented in dllab_jax/config_utils.py
     config.task = "captioning"
-    config.data = ml_collections.ConfigDict(
-        dict(
-            name="captioned_shapes",  # dllab_jax/data/sources/captioned_shapes.py
-            seed=0,
-            num_train=20_000,
-            num_val=500,
-            num_test=500,
-            image_size=32,
-            captions_per_image=5,
-            swap_fraction=0.5,
-            mean=BLIP_MEAN,
-            std=BLIP_STD,
-        )
+    # The retrieval experiment's images and captions (the same seed: its pre-trained image
+    # tower has seen these training images), half the evaluation images (decoding is slow).
+    config.data = captioned_shapes.data_config(
+        num_val=500, num_test=500, mean=BLIP_MEAN, std=BLIP_STD
     )
     config.tokenizer = ml_collections.ConfigDict(
         dict(

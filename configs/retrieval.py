@@ -33,6 +33,7 @@ from dllab_jax.config_utils import (
     shrink_for_smoke,
     use_smoke_pretraining,
 )
+from dllab_jax.data.sources import captioned_shapes
 from dllab_jax.models.blip_sizes import BLIP_MEAN, BLIP_STD, TWO_TOWER_SIZES
 
 PRESETS = {
@@ -71,20 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     presets = parse_preset(arg, PRESETS)
     config = base_config()  # the loop's keys, documented in dllab_jax/config_utils.py
     config.task = "retrieval"
-    config.data = ml_collections.ConfigDict(
-        dict(
-            name="captioned_shapes",  # dllab_jax/data/sources/captioned_shapes.py
-            seed=0,
-            num_train=20_000,
-            num_val=1_000,
-            num_test=1_000,
-            image_size=32,
-            captions_per_image=5,  # paraphrases per image
-            swap_fraction=0.5,  # share of images paired with an attribute-swapped twin
-            mean=BLIP_MEAN,  # BLIP normalises with CLIP's statistics
-            std=BLIP_STD,
-        )
-    )
+    # 20k/1k/1k procedural 32x32 images, 5 captions each, half in attribute-swapped pairs;
+    # BLIP normalises with CLIP's statistics.
+    config.data = captioned_shapes.data_config(mean=BLIP_MEAN, std=BLIP_STD)
     config.tokenizer = ml_collections.ConfigDict(
         dict(
             dir="",  # a Hugging Face tokenizer folder; '' = the init_from run's, or train one

@@ -182,27 +182,11 @@ class _TextLayers(nn.Module):
     layer_kwargs: dict
 
     @nn.compact
-    def __call__(
-        self,
-        x,
-        self_mask,
-        encoder_hidden_states,
-        cross_mask,
-        *,
-        train: bool,
-        decode: bool = False,
-        cache_start=None,
-    ):
+    def __call__(self, x, *layer_args, **layer_flags):
+        """Passes `x` through the layers, each called as `BlipTextLayer`(x, *layer_args,
+        **layer_flags)."""
         for i in range(self.num_layers):
-            x = BlipTextLayer(**self.layer_kwargs, name=f"layer_{i}")(
-                x,
-                self_mask,
-                encoder_hidden_states,
-                cross_mask,
-                train=train,
-                decode=decode,
-                cache_start=cache_start,
-            )
+            x = BlipTextLayer(**self.layer_kwargs, name=f"layer_{i}")(x, *layer_args, **layer_flags)
         return x
 
 

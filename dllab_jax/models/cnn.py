@@ -95,14 +95,7 @@ class CNN(nn.Module):
                     kernel_init=_conv_init,
                     name=f"block{i}_conv{j}",
                 )(x)
-                # momentum 0.9 = torch's 0.1, so running stats match the PyTorch labs.
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    epsilon=1e-5,
-                    dtype=self.dtype,
-                    name=f"block{i}_bn{j}",
-                )(x)
+                x = layers.torch_batch_norm(train, self.dtype, f"block{i}_bn{j}")(x)
                 x = nn.relu(x)
             x = layers.max_pool_2x2(x)
         # Pool in float32 so a bfloat16 run does not lose precision summing many pixels.

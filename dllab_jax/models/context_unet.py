@@ -79,13 +79,7 @@ class ResidualConvBlock(nn.Module):
             y = nn.Conv(
                 self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f"conv{i}"
             )(y)
-            y = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=0.9,
-                epsilon=1e-5,
-                dtype=self.dtype,
-                name=f"bn{i}",
-            )(y)
+            y = layers.torch_batch_norm(train, self.dtype, f"bn{i}")(y)
             y = _gelu(y)
             stages.append(y)
         x1, x2 = stages

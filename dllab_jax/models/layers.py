@@ -12,8 +12,10 @@ exact zeros after a ReLU, whose gradient is zero anyway).
 `dllab_jax.performance.reference_ops()` switches every model back to flax's own ops (to
 compare, or on a backend where they are faster).
 
-Also the two pieces composite models share: `ComposedModule` (towers' arguments as nested
-sub-configs) and `stop_gradient_if` (a frozen tower, see `dllab_jax.optim`).
+Also the pieces several models share: `torch_batch_norm` (BatchNorm with PyTorch's
+statistics), `ComposedModule` (towers' arguments as nested sub-configs), `fields_of` (a model
+that passes its part's arguments on) and `stop_gradient_if` (a frozen tower, see
+`dllab_jax.optim`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,33 @@ class ComposedModule(nn.Module):
             if isinstance(value, dict):
                 object.__setattr__(self, field.name, FrozenDict(value))
         super().__post_init__()
+
+
+def fields_of(sizes: type[nn.Module], module: nn.Module) -> dict[str, Any]:
+    """The values `module` holds for the fields the class `sizes` declares, sequences as tuples
+    (a module field must hash under jit).
+
+    A model and its part inherit their shared arguments from one fields-only class (`ViTSizes`
+    for `ViT` and `ViTEncoder`), so defaults and docs live once; the model builds the part
+    with `Part(**fields_of(Sizes, self))`.
+    """
+    names = [f.name for f in dataclasses.fields(sizes) if f.name not in ("parent", "name")]
+    values = {name: getattr(module, name) for name in names}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def torch_batch_norm(train: bool, dtype: Any, name: str, **kwargs) -> nn.BatchNorm:
+    """`nn.BatchNorm` with PyTorch's `BatchNorm2d` defaults, so running statistics match the
+    PyTorch labs: flax's momentum 0.9 is torch's 0.1, epsilon 1e-5. Batch statistics (and
+    their update) in training, running averages otherwise. `kwargs` go to `nn.BatchNorm`."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=dtype,
+        name=name,
+        **kwargs,
+    )
 
 
 def stop_gradient_if(frozen: bool, x: jnp.ndarray) -> jnp.ndarray:

@@ -69,14 +69,10 @@ class BasicBlock(nn.Module):
         conv = functools.partial(
             layers.Conv, self.features, use_bias=False, dtype=self.dtype, kernel_init=_conv_init
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            dtype=self.dtype,
-            use_fast_variance=False,  # torch's two-pass variance, not E[x^2] - E[x]^2
-        )
+
+        def norm(name):
+            return layers.torch_batch_norm(train, self.dtype, name, use_fast_variance=False)
+
         pad = ((1, 1), (1, 1))
         y = conv((3, 3), strides=self.strides, padding=pad, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
@@ -130,14 +126,8 @@ class ResNet18Backbone(nn.Module):
             kernel_init=_conv_init,
             name="conv1",
         )(images)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            dtype=self.dtype,
-            use_fast_variance=False,
-            name="bn1",
-        )(x)
+        # use_fast_variance=False: torch's two-pass variance, not E[x^2] - E[x]^2.
+        x = layers.torch_batch_norm(train, self.dtype, "bn1", use_fast_variance=False)(x)
         x = nn.relu(x)
         if self.stem == "imagenet":
             # flax pads max_pool with -inf, as torch's MaxPool2d(3, 2, padding=1) does.
@@ -171,15 +161,8 @@ class ResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        """Returns logits.
-
-        Args:
-          images: [B, H, W, C] float32, normalised.
-          train: use batch statistics (and update `batch_stats`) and apply dropout.
-
-        Returns:
-          [B, num_classes] float32 logits.
-        """
+        """[B, H, W, C] normalised images -> [B, num_classes] float32 logits; `train` uses
+        batch statistics (and updates `batch_stats`) and applies dropout, as in `CNN`."""
         x = ResNet18Backbone(self.stem, dtype=self.dtype, name="backbone")(images, train=train)
         # Pool in float32 so a bfloat16 run does not lose precision summing many pixels.
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, 512]

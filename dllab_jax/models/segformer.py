@@ -153,10 +153,17 @@ class Block(nn.Module):
         return x + drop(y)
 
 
-class MixTransformer(nn.Module):
-    """The MiT encoder: per stage a patch embedding, `depths[i]` blocks and a LayerNorm.
+class MiTSizes(nn.Module):
+    """The arguments `MixTransformer` and `SegFormer` share (a fields-only base:
+    `layers.fields_of`).
 
-    Attributes: see `SegFormer`.
+    Attributes:
+      hidden_sizes, depths, num_heads, sr_ratios, mlp_ratio: MiT sizes (b0 by default).
+      patch_sizes, strides: the four patch embeddings' kernels and strides; default the
+        handout's (5, 3, 3, 3) / (2, 2, 2, 2), the paper's is (7, 3, 3, 3) / (4, 2, 2, 2).
+      drop_path_rate: stochastic depth of the last block (HF's and the paper's 0.1).
+      layer_norm_eps: every LayerNorm's epsilon.
+      dtype: compute dtype; parameters stay float32.
     """
 
     hidden_sizes: Sequence[int] = (32, 64, 160, 256)
@@ -169,6 +176,13 @@ class MixTransformer(nn.Module):
     drop_path_rate: float = 0.1
     layer_norm_eps: float = 1e-6
     dtype: Any = jnp.float32
+
+
+class MixTransformer(MiTSizes):
+    """The MiT encoder: per stage a patch embedding, `depths[i]` blocks and a LayerNorm.
+
+    Attributes: `MiTSizes`.
+    """
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> list[jnp.ndarray]:
@@ -237,9 +251,7 @@ class SegFormerHead(nn.Module):
             kernel_init=_conv_init,
             name="linear_fuse",
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="bn"
-        )(x)
+        x = layers.torch_batch_norm(train, self.dtype, "bn")(x)
         x = nn.relu(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Conv(
@@ -248,34 +260,21 @@ class SegFormerHead(nn.Module):
 
 
 @registry.models.register("segformer")
-class SegFormer(nn.Module):
+class SegFormer(MiTSizes, kw_only=True):
     """SegFormer: `encoder` (MiT) -> `decode_head` -> bilinear upsample to the input size.
+
+    Keyword arguments only (`SegFormer(num_classes=3)`).
 
     Attributes:
       num_classes: per-pixel logits.
-      hidden_sizes, depths, num_heads, sr_ratios, mlp_ratio: MiT sizes (b0 by default).
-      patch_sizes, strides: the four patch embeddings' kernels and strides; default the
-        handout's (5, 3, 3, 3) / (2, 2, 2, 2), the paper's is (7, 3, 3, 3) / (4, 2, 2, 2).
-      drop_path_rate: stochastic depth of the last block (HF's and the paper's 0.1).
-      layer_norm_eps: every LayerNorm's epsilon.
+      hidden_sizes, ..., layer_norm_eps, dtype: the encoder's, `MiTSizes`.
       decoder_hidden_size: width of the all-MLP head.
       decoder_dropout: dropout before the classifier.
-      dtype: compute dtype; parameters stay float32.
     """
 
     num_classes: int
-    hidden_sizes: Sequence[int] = (32, 64, 160, 256)
-    depths: Sequence[int] = (2, 2, 2, 2)
-    num_heads: Sequence[int] = (1, 2, 5, 8)
-    sr_ratios: Sequence[int] = (8, 4, 2, 1)
-    mlp_ratio: int = 4
-    patch_sizes: Sequence[int] = (5, 3, 3, 3)
-    strides: Sequence[int] = (2, 2, 2, 2)
-    drop_path_rate: float = 0.1
-    layer_norm_eps: float = 1e-6
     decoder_hidden_size: int = 256
     decoder_dropout: float = 0.1
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -288,19 +287,9 @@ class SegFormer(nn.Module):
         Returns:
           [B, H, W, num_classes] float32 logits.
         """
-        features = MixTransformer(
-            hidden_sizes=tuple(self.hidden_sizes),
-            depths=tuple(self.depths),
-            num_heads=tuple(self.num_heads),
-            sr_ratios=tuple(self.sr_ratios),
-            mlp_ratio=self.mlp_ratio,
-            patch_sizes=tuple(self.patch_sizes),
-            strides=tuple(self.strides),
-            drop_path_rate=self.drop_path_rate,
-            layer_norm_eps=self.layer_norm_eps,
-            dtype=self.dtype,
-            name="encoder",
-        )(images, train=train)
+        features = MixTransformer(**layers.fields_of(MiTSizes, self), name="encoder")(
+            images, train=train
+        )
         logits = SegFormerHead(
             self.num_classes,
             self.decoder_hidden_size,

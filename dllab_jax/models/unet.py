@@ -33,13 +33,7 @@ class DoubleConv(nn.Module):
                 dtype=self.dtype,
                 name=f"conv{i}",
             )(x)
-            x = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=0.9,
-                epsilon=1e-5,
-                dtype=self.dtype,
-                name=f"bn{i}",
-            )(x)
+            x = layers.torch_batch_norm(train, self.dtype, f"bn{i}")(x)
             x = nn.relu(x)
         return x
 

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dllab_jax import registry
+from dllab_jax.models import layers
 
 
 def patchify(images: jnp.ndarray, patch_size: int) -> jnp.ndarray:
@@ -83,11 +84,8 @@ class EncoderBlock(nn.Module):
         return x + drop(y)
 
 
-class ViTEncoder(nn.Module):
-    """The ViT trunk: patchify, embed, prepend CLS, add positions, transformer blocks.
-
-    The position embedding has one row per token of the image size seen at `init`; applying
-    the model to another size fails (flax checks parameter shapes).
+class ViTSizes(nn.Module):
+    """The arguments `ViTEncoder` and `ViT` share (a fields-only base: `layers.fields_of`).
 
     Attributes:
       patch_size: side of a square patch in pixels.
@@ -106,6 +104,14 @@ class ViTEncoder(nn.Module):
     num_layers: int = 6
     dropout: float = 0.2
     dtype: Any = jnp.float32
+
+
+class ViTEncoder(ViTSizes):
+    """The ViT trunk: patchify, embed, prepend CLS, add positions, transformer blocks.
+
+    The position embedding has one row per token of the image size seen at `init`; applying
+    the model to another size fails (flax checks parameter shapes). Attributes: `ViTSizes`.
+    """
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -136,26 +142,18 @@ class ViTEncoder(nn.Module):
 
 
 @registry.models.register("vit")
-class ViT(nn.Module):
+class ViT(ViTSizes, kw_only=True):
     """UvA ViT classifier: `encoder` -> CLS token -> `head_norm` (LayerNorm) -> `head` (Dense).
 
     Defaults are the tutorial's CIFAR-10 settings (3,195,146 parameters at 10 classes on
-    32x32 inputs).
+    32x32 inputs). Keyword arguments only (`ViT(num_classes=10)`).
 
     Attributes:
       num_classes: number of output logits.
-      patch_size, embed_dim, hidden_dim, num_heads, num_layers, dropout: see `ViTEncoder`.
-      dtype: compute dtype (parameters stay float32).
+      patch_size, embed_dim, hidden_dim, num_heads, num_layers, dropout, dtype: `ViTSizes`.
     """
 
     num_classes: int
-    patch_size: int = 4
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    num_heads: int = 8
-    num_layers: int = 6
-    dropout: float = 0.2
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -168,16 +166,7 @@ class ViT(nn.Module):
         Returns:
           [B, num_classes] float32 logits.
         """
-        tokens = ViTEncoder(
-            patch_size=self.patch_size,
-            embed_dim=self.embed_dim,
-            hidden_dim=self.hidden_dim,
-            num_heads=self.num_heads,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            name="encoder",
-        )(images, train=train)
+        tokens = ViTEncoder(**layers.fields_of(ViTSizes, self), name="encoder")(images, train=train)
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, use_fast_variance=False, name="head_norm")(
             tokens[:, 0]
         )

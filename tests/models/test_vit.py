@@ -94,7 +94,7 @@ def vit_case():
 
 def test_vit_param_count_matches_uva_pytorch(vit_case):
     model, variables = vit_case
-    ours = abstract_init(ViT(10), (1, 32, 32, 3))
+    ours = abstract_init(ViT(num_classes=10), (1, 32, 32, 3))
     assert count_params(ours) == sum(p.numel() for p in model.parameters()) == 3_195_146
     shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
     assert shapes(variables) == shapes(dict(ours))
@@ -112,7 +112,7 @@ def test_vit_eval_logits_match_uva_pytorch(vit_case):
     model, variables = vit_case
     with torch.no_grad():
         ref = model(torch.from_numpy(VIT_IMAGES.transpose(0, 3, 1, 2))).numpy()
-    ours = ViT(10).apply(variables, VIT_IMAGES, rngs={"dropout": jax.random.key(0)})
+    ours = ViT(num_classes=10).apply(variables, VIT_IMAGES, rngs={"dropout": jax.random.key(0)})
     assert ours.dtype == jnp.float32
     # Errors measured here are below 1e-6; tanh-approximate GELU instead of erf gives 1.3e-4.
     assert_close_to_scale(ours, ref, 2e-5)
@@ -129,13 +129,13 @@ TINY_VIT = dict(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=2)
 
 def test_vit_dropout_only_in_train_mode():
     images = VIT_IMAGES[:, :16, :16]
-    model = ViT(10, dropout=0.5, **TINY_VIT)
+    model = ViT(num_classes=10, dropout=0.5, **TINY_VIT)
     variables = random_variables(model, images.shape)
     rngs = lambda seed: {"dropout": jax.random.key(seed)}
     evaluated = model.apply(variables, images)
     np.testing.assert_array_equal(model.apply(variables, images, rngs=rngs(1)), evaluated)
     np.testing.assert_array_equal(
-        ViT(10, dropout=0.0, **TINY_VIT).apply(variables, images, train=True), evaluated
+        ViT(num_classes=10, dropout=0.0, **TINY_VIT).apply(variables, images, train=True), evaluated
     )
     a = model.apply(variables, images, train=True, rngs=rngs(1))
     assert not np.allclose(a, model.apply(variables, images, train=True, rngs=rngs(2)))
@@ -144,9 +144,9 @@ def test_vit_dropout_only_in_train_mode():
 
 def test_vit_bfloat16_compute_keeps_float32_params():
     images = VIT_IMAGES[:, :16, :16]
-    variables = random_variables(ViT(10, **TINY_VIT), images.shape)
-    model = ViT(10, dtype=jnp.bfloat16, **TINY_VIT)
+    variables = random_variables(ViT(num_classes=10, **TINY_VIT), images.shape)
+    model = ViT(num_classes=10, dtype=jnp.bfloat16, **TINY_VIT)
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     ours = model.apply(variables, images)
     assert ours.dtype == jnp.float32
-    assert_close_to_scale(ours, ViT(10, **TINY_VIT).apply(variables, images), 0.1)
+    assert_close_to_scale(ours, ViT(num_classes=10, **TINY_VIT).apply(variables, images), 0.1)

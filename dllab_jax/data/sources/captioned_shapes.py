@@ -68,6 +68,23 @@ def _settings(data_config: ml_collections.ConfigDict) -> tuple[int, int, float]:
     return seed, num_captions, float(swap_fraction)
 
 
+def data_config(**overrides) -> ml_collections.ConfigDict:
+    """`config.data` for this source, every key spelled out (so a run's config.json records
+    them) at the defaults `make_captioned_shapes` documents, with `overrides` (e.g. the
+    pipeline's `mean` and `std`): the retrieval and captioning configs share it."""
+    defaults = dict(
+        name="captioned_shapes",
+        seed=0,
+        num_train=SPLIT_SIZES["train"],
+        num_val=SPLIT_SIZES["val"],
+        num_test=SPLIT_SIZES["test"],
+        image_size=32,
+        captions_per_image=5,  # paraphrases per image
+        swap_fraction=0.5,  # share of images paired with an attribute-swapped twin
+    )
+    return ml_collections.ConfigDict({**defaults, **overrides})
+
+
 @registry.data_sources.register("captioned_shapes")
 def make_captioned_shapes(data_config: ml_collections.ConfigDict, split: str) -> CaptionArraySource:
     """The `captioned_shapes` source for `split` ('train', 'val' or 'test').
