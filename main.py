@@ -2,6 +2,8 @@
 
 python main.py --config=configs/classification.py[:preset,...] [--config.key=value ...]
                [--workdir=checkpoints/<config>-<preset>] [--mode=train|eval|benchmark]
+python main.py --config=configs/seg_heads.py --mode=sweep|report [--sweep.seeds=3]
+               [--sweep.rows=a,b] [--sweep.print_commands]   (dllab_jax/lab/commands.py)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 # CPU-feature banners unless told not to.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -26,7 +29,23 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string(
     "workdir", None, "Run directory (checkpoints, logs, figures); default checkpoints/<config>."
 )
-flags.DEFINE_enum("mode", "train", ["train", "eval", "benchmark"], "What to do.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval", "benchmark", "sweep", "report"],
+    "What to do: sweep runs the config's comparison (its get_sweep()), report rebuilds its report.",
+)
+config_flags.DEFINE_config_dict(
+    "sweep",
+    ml_collections.ConfigDict(
+        dict(
+            seeds=1,  # runs per row, seeds 0 .. seeds - 1 (config.seed and config.data_seed)
+            rows="",  # comma-separated row names; '' = every row
+            print_commands=False,  # print one main.py command per row and seed, run nothing
+        )
+    ),
+    "--mode=sweep / report: seeds, rows, print_commands.",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -110,6 +129,9 @@ def main(argv):
 
     logs.quiet_library_logs()
     config = FLAGS.config
+    if FLAGS.mode in ("sweep", "report"):
+        _sweep_or_report()
+        return
     workdir = FLAGS.workdir or config_utils.default_workdir(_config_spec())
     logging.info("config:\n%s", config)
     print(f"{FLAGS.mode}: {_config_spec()} -> {workdir}")
@@ -126,6 +148,29 @@ def main(argv):
         sys.exit(2)
     except preemption.Interrupted as stop:
         # SIGTERM / SIGINT: saved and stopped; 128 + signal, as a shell reports a kill.
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
+
+
+def _sweep_or_report() -> None:
+    from dllab_jax.lab import commands, runner
+
+    options = FLAGS.sweep
+    try:
+        commands.sweep_or_report(
+            _config_spec(),
+            FLAGS.mode,
+            sweep_dir=FLAGS.workdir,
+            seeds=options.seeds,
+            rows=options.rows,
+            print_commands=options.print_commands,
+            # What the user set on the config goes to every run, after the row's own.
+            extra_args=[a for a in sys.argv[1:] if a.startswith("--config.")],
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except runner.SweepStopped as stop:
         print(stop, file=sys.stderr)
         sys.exit(stop.exit_code)
 

@@ -31,6 +31,7 @@ from dllab_jax.config_utils import (
     use_smoke_pretraining,
 )
 from dllab_jax.data.sources import captioned_shapes
+from dllab_jax.lab.spec import Finding, Row, Sweep
 from dllab_jax.models.blip_sizes import BLIP_MEAN, BLIP_STD, CAPTIONER_SIZES
 
 PRESETS = {
@@ -153,3 +154,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             )
             use_smoke_pretraining(config)
     return config
+
+
+def get_sweep() -> Sweep:
+    """E6's comparison: decoding settings and prompts (`--mode=sweep`). Each row trains the
+    same captioner (deterministic) and decodes it its way."""
+    rows = (
+        Row("greedy", "greedy", reference={"val/bleu4": 0.28}),
+        Row("topk_t07", "topk_t07", label="top-k 50, T 0.7", reference={"val/bleu4": 0.13}),
+        Row("topk", "topk", label="top-k 50, T 1.0", reference={"val/bleu4": 0.07}),
+        Row(
+            "an_image_of",
+            "an_image_of",
+            label='greedy, "an image of"',
+            reference={"val/bleu4": 0.26},
+        ),
+    )
+    return Sweep(
+        experiment="E6",
+        title="Image captioning: decoding settings and prompts",
+        rows=rows,
+        metrics=("val/bleu4", "val/bleu1"),
+        findings=(
+            Finding(
+                "Greedy decoding beats top-k sampling at T 0.7, which beats T 1.0 "
+                "(BLEU-4 0.28 / 0.13 / 0.07).",
+                "val/bleu4",
+                order=("greedy", "topk_t07", "topk"),
+            ),
+            Finding(
+                'The prompt "an image of " scores close to "a picture of " (0.26 / 0.28).',
+                "val/bleu4",
+                order=(("greedy", "an_image_of"),),
+            ),
+        ),
+        curve="val/bleu4",
+        figures=("captions_val.png",),
+        source="shared/SPEC.md E6 (BLIP base on PASCAL VOC 2012 val, BLEU-4)",
+    )

@@ -31,6 +31,7 @@ from dllab_jax.config_utils import (
     shrink_for_smoke,
     unet_recipe,
 )
+from dllab_jax.lab.spec import Finding, Row, Sweep
 
 PRESETS = {
     "skips": "U-Net with skip connections (default)",
@@ -80,3 +81,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         elif name == "smoke":
             shrink_for_smoke(config, {"scenes": (32, 12, 12)}, batch=8, steps=4, eval_every=2)
     return config
+
+
+def get_sweep() -> Sweep:
+    """E2's colourisation comparison: U-Net with and without skips (`--mode=sweep`)."""
+    return Sweep(
+        experiment="E2",
+        title="Colourisation: U-Net with and without skip connections",
+        rows=(
+            Row("skips", "skips", label="U-Net with skips"),
+            Row("no_skips", "no_skips", label="U-Net without skips"),
+        ),
+        metrics=("val/psnr", "val/l1", "test/psnr"),
+        findings=(
+            Finding(
+                "Without skip connections the colourisation loses fine detail.",
+                "val/psnr",
+                order=("skips", "no_skips"),
+            ),
+        ),
+        curve="val/psnr",
+        figures=("colorization_val.png",),
+        source="shared/SPEC.md E2 (a figure, no number)",
+    )

@@ -44,6 +44,7 @@ from dllab_jax.config_utils import (
     shrink_for_smoke,
     use_smoke_pretraining,
 )
+from dllab_jax.lab.spec import Finding, Row, Sweep
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -173,3 +174,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.warmup_steps = 0
         use_smoke_pretraining(config)  # a smoke backbone never stands in for the real one
     return config
+
+
+def get_sweep() -> Sweep:
+    """E4's comparison: the four heads on the frozen backbone (`--mode=sweep`)."""
+    reference = {"linear": 0.42, "conv": 0.48, "transformer": 0.62, "shared_qk": 0.595}
+    return Sweep(
+        experiment="E4",
+        title="Segmentation heads on a frozen pretrained ViT",
+        rows=tuple(
+            Row(head, head, reference={"val/miou": reference[head]})
+            for head in ("linear", "conv", "transformer", "shared_qk")
+        ),
+        metrics=("val/miou", "test/miou", "val/pixel_accuracy"),
+        findings=(
+            Finding(
+                "The transformer head beats shared QK, which beats conv, which beats linear "
+                "(0.62 / 0.59 / 0.48 / 0.42 mIoU).",
+                "val/miou",
+                order=("transformer", "shared_qk", "conv", "linear"),
+            ),
+        ),
+        curve="val/miou",
+        bars=("val/iou/",),
+        figures=("predictions_val.png",),
+        source="shared/SPEC.md E4 (PASCAL VOC 2012 val mIoU)",
+    )

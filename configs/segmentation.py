@@ -36,6 +36,7 @@ from dllab_jax.config_utils import (
     shrink_for_smoke,
     unet_recipe,
 )
+from dllab_jax.lab.spec import Finding, Row, Sweep
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -128,3 +129,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         elif name == "smoke":
             shrink_for_smoke(config, {"scenes": (32, 12, 12)}, batch=8, steps=4, eval_every=2)
     return config
+
+
+def get_sweep() -> Sweep:
+    """E2's segmentation comparison: U-Net with and without skips, FCN-32 (`--mode=sweep`)."""
+    return Sweep(
+        experiment="E2",
+        title="Segmentation: U-Net against FCN-32",
+        rows=(
+            Row("unet", "unet", label="U-Net with skips", reference={"val/miou": 0.512}),
+            Row("no_skips", "no_skips", label="U-Net without skips"),
+            # FCN-32's reference is the middle of the seeds' 0.415-0.457.
+            Row("fcn32", "fcn32", label="FCN-32 (ResNet-18)", reference={"val/miou": 0.436}),
+        ),
+        metrics=("val/miou", "test/miou", "val/pixel_accuracy"),
+        findings=(
+            Finding(
+                "U-Net segments better than FCN-32 (mIoU 0.51 against 0.42-0.46).",
+                "val/miou",
+                order=("unet", "fcn32"),
+            ),
+        ),
+        curve="val/miou",
+        bars=("val/iou/",),
+        figures=("predictions_val.png",),
+        source="shared/SPEC.md E2 (CARLA, 13 classes)",
+    )

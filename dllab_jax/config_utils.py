@@ -19,12 +19,11 @@ def split_spec(spec: str) -> tuple[str, str]:
     return path, arg
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads `get_config(arg)` from a config file spec, as `config_flags` does.
+def load_config_module(path: str):
+    """The config file at `path` as a module (its `get_config`, `PRESETS`, `get_sweep`).
 
     A relative path is tried from the working directory, then from the repository root.
     """
-    path, arg = split_spec(spec)
     candidates = [Path(path), REPO_ROOT / path]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
@@ -32,6 +31,14 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module_spec = importlib.util.spec_from_file_location(f"_config_{found.stem}", found)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads `get_config(arg)` from a config file spec, as `config_flags` does (a relative
+    path from the working directory, then from the repository root)."""
+    path, arg = split_spec(spec)
+    module = load_config_module(path)
     config = module.get_config(arg) if arg else module.get_config()
     config.lock()
     return config
