@@ -198,6 +198,7 @@ def get_sweep() -> Sweep:
             ),
         ),
         curve="val/mean_R@1",
+        bars=("val/i2t_R@", "val/t2i_R@"),
         figures=("retrieval_val.png",),
         source="shared/SPEC.md E7 (BLIP on PASCAL VOC 2012 val; the temperatures: issue 17)",
     )

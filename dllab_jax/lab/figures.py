@@ -53,7 +53,8 @@ def grouped_bars(rows: Sequence, family: str, path: Path) -> bool:
             for summary in row.summaries
             for name in summary.get("metrics", {})
             if name.startswith(family)
-        }
+        },
+        key=lambda m: (0, int(m), "") if m.isdigit() else (1, 0, m),  # R@1, R@5, R@10
     )
     drawn_rows = [row for row in rows if row.summaries]
     if not members or not drawn_rows:

@@ -24,6 +24,7 @@ def test_every_experiment_declares_a_sweep_whose_rows_load():
     assert sorted({s.experiment for s in sweeps.values()}) == [f"E{i}" for i in range(1, 8)]
     for path, sweep in sweeps.items():
         for row in sweep.rows:
+            load_config(runner.row_spec(path, "smoke", row))  # as `python -m dllab_jax.lab --smoke`
             config = load_config(runner.row_spec(path, "", row))  # a bad preset raises
             for key in row.overrides:
                 node = config
