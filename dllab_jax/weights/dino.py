@@ -51,21 +51,9 @@ from dllab_jax.weights.reader import (
     read_hf_config,
     read_hf_state_dict,
     read_weight_file,
+    with_hf_defaults,
 )
 
-# transformers 5 `ViTConfig` defaults, for keys a config.json omits.
-_HF_VIT_DEFAULTS = dict(
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    hidden_act="gelu",
-    layer_norm_eps=1e-12,
-    image_size=224,
-    patch_size=16,
-    num_channels=3,
-    qkv_bias=True,
-)
 DINO_LAYER_NORM_EPS = 1e-6  # DINO's vision_transformer.py: partial(nn.LayerNorm, eps=1e-6)
 DINO_HEAD_DIM = 64  # every published DINO ViT (S: 384/6, B: 768/12) has 64-wide heads
 
@@ -190,7 +178,7 @@ def dino_vit_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     if config.get("model_type", "vit") != "vit":
         raise UserError(f"config.json has model_type {config.get('model_type')!r}, not 'vit'")
-    c = {**_HF_VIT_DEFAULTS, **config}
+    c = with_hf_defaults(config, "ViTConfig")
     if c["hidden_act"] != "gelu":
         raise UserError(f"config.json hidden_act is {c['hidden_act']!r}; only 'gelu' is built")
     sides = {}

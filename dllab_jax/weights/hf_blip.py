@@ -30,31 +30,12 @@ from dllab_jax.models.blip_text import BlipTextEncoder
 from dllab_jax.models.blip_vision import BlipVisionEncoder
 from dllab_jax.models.two_tower import TwoTower
 from dllab_jax.weights.convert import abstract_variables, mirrored_key, tree_from_tensors
-from dllab_jax.weights.reader import model_folder, published, read_hf_config, read_hf_state_dict
-
-# transformers 5 `BlipVisionConfig` / `BlipTextConfig` defaults, for keys a config.json omits.
-_HF_VISION_DEFAULTS = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    image_size=384,
-    patch_size=16,
-    hidden_act="gelu",
-    layer_norm_eps=1e-5,
-    attention_dropout=0.0,
-)
-_HF_TEXT_DEFAULTS = dict(
-    vocab_size=30524,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=8,
-    max_position_embeddings=512,
-    hidden_act="gelu",
-    layer_norm_eps=1e-12,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
+from dllab_jax.weights.reader import (
+    model_folder,
+    published,
+    read_hf_config,
+    read_hf_state_dict,
+    with_hf_defaults,
 )
 
 
@@ -142,8 +123,8 @@ def towers_from_hf_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]
     """
     if config.get("model_type") != "blip":
         raise UserError(f"config.json has model_type {config.get('model_type')!r}, not 'blip'")
-    vision = {**_HF_VISION_DEFAULTS, **(config.get("vision_config") or {})}
-    text = {**_HF_TEXT_DEFAULTS, **(config.get("text_config") or {})}
+    vision = with_hf_defaults(config.get("vision_config"), "BlipVisionConfig")
+    text = with_hf_defaults(config.get("text_config"), "BlipTextConfig")
     for name, sub in (("vision_config", vision), ("text_config", text)):
         if sub["hidden_act"] != "gelu":
             raise UserError(f"{name}.hidden_act is {sub['hidden_act']!r}; only 'gelu' is built")

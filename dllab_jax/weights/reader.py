@@ -41,6 +41,15 @@ def read_hf_config(folder: str | Path, model: str = "BLIP") -> dict:
     return json.loads(path.read_text())
 
 
+def with_hf_defaults(config: dict | None, config_class: str) -> dict:
+    """`config` (a config.json section) over the defaults of transformers' `config_class`
+    (e.g. "BlipVisionConfig"): a config.json omits the keys at their defaults, and the
+    installed transformers knows them, so no table here copies them."""
+    import transformers  # a second or two to import; only when weights are read
+
+    return {**getattr(transformers, config_class)().to_dict(), **(config or {})}
+
+
 def read_hf_state_dict(folder: str | Path) -> dict[str, np.ndarray]:
     """All tensors of a local HF model folder as float32 numpy arrays (torch only for `.bin`)."""
     folder = Path(folder)
