@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dllab_jax import config_utils, performance
-from dllab_jax.errors import UserError
+from dllab_jax.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -125,7 +125,7 @@ def main(argv):
     performance.configure_xla()  # before any JAX backend starts (XLA reads flags once)
     _hide_gpus_from_tensorflow()
     # Imported after TensorFlow is kept off the GPU.
-    from dllab_jax import benchmark, logs, preemption, train
+    from dllab_jax import benchmark, logs, train
 
     logs.quiet_library_logs()
     config = FLAGS.config
@@ -135,28 +135,22 @@ def main(argv):
     workdir = FLAGS.workdir or config_utils.default_workdir(_config_spec())
     logging.info("config:\n%s", config)
     print(f"{FLAGS.mode}: {_config_spec()} -> {workdir}")
-    try:
+    # Bad input or a diverged run: one line that says what to do, no traceback, status 2;
+    # SIGTERM / SIGINT: saved and stopped, status 128 + signal (preemption.Interrupted).
+    with one_line_errors():
         if FLAGS.mode == "train":
             train.train_and_evaluate(config, workdir)
         elif FLAGS.mode == "eval":
             train.evaluate_checkpoint(config, workdir)
         else:
             benchmark.run_benchmark(config, workdir)
-    except UserError as error:
-        # Bad input or a diverged run: one line that says what to do, no traceback.
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except preemption.Interrupted as stop:
-        # SIGTERM / SIGINT: saved and stopped; 128 + signal, as a shell reports a kill.
-        print(stop, file=sys.stderr)
-        sys.exit(stop.exit_code)
 
 
 def _sweep_or_report() -> None:
-    from dllab_jax.lab import commands, runner
+    from dllab_jax.lab import commands
 
     options = FLAGS.sweep
-    try:
+    with one_line_errors():  # a failed or interrupted run stops the sweep with its status
         commands.sweep_or_report(
             _config_spec(),
             FLAGS.mode,
@@ -167,12 +161,6 @@ def _sweep_or_report() -> None:
             # What the user set on the config goes to every run, after the row's own.
             extra_args=[a for a in sys.argv[1:] if a.startswith("--config.")],
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except runner.SweepStopped as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ import signal
 import sys
 import threading
 
+from dllab_jax.errors import Stopped
+
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
-class Interrupted(Exception):
+class Interrupted(Stopped):
     """The run stopped on a signal, after saving what it had (see the module docstring)."""
 
     def __init__(self, signum: int, step: int, saved: bool):

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from dllab_jax import config_utils
-from dllab_jax.errors import UserError
+from dllab_jax.errors import UserError, one_line_errors
 from dllab_jax.lab import report, runner, spec
 
 
@@ -115,11 +115,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
+    with one_line_errors():
         sys.exit(main(sys.argv[1:]))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except runner.SweepStopped as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(stop.exit_code)

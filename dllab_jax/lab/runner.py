@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dllab_jax import config_utils
 from dllab_jax.checkpoint import write_json
-from dllab_jax.errors import UserError
+from dllab_jax.errors import Stopped, UserError
 from dllab_jax.lab.spec import Row, Sweep
 
 RECORD = "sweep.json"
@@ -175,7 +175,7 @@ class _ForwardSignals:
             signal.signal(signum, handler)
 
 
-class SweepStopped(Exception):
+class SweepStopped(Stopped):
     """A run failed or the sweep was interrupted; `exit_code` is the run's (or 128 + signal)."""
 
     def __init__(self, message: str, exit_code: int):
