@@ -100,6 +100,11 @@ def plan_runs(
     for arg in extra_args:
         if not arg.startswith("--config."):
             raise UserError(f"a sweep passes on only --config.<key>=<value> flags, got {arg!r}")
+        if arg.split("=", 1)[0] in ("--config.seed", "--config.data_seed"):
+            raise UserError(
+                f"{arg}: a sweep sets config.seed and config.data_seed to each run's seed; "
+                "choose how many with --sweep.seeds"
+            )
     sweep_dir = Path(sweep_dir)
     runs = []
     for row in sweep.rows:

@@ -54,6 +54,7 @@ def test_every_row_and_seed_gets_its_workdir_and_command(tmp_path):
         (dict(seeds=0), "--sweep.seeds must be a positive integer"),
         (dict(rows=("c",)), "--sweep.rows names unknown rows ['c']"),
         (dict(extra_args=("--workdir=x",)), "only --config.<key>=<value> flags"),
+        (dict(extra_args=("--config.seed=3",)), "a sweep sets config.seed and config.data_seed"),
     ],
 )
 def test_bad_sweep_options_are_refused(tmp_path, kwargs, message):
