@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -213,8 +214,9 @@ def run_planned(
             if signals.received is not None:
                 break
             done = len(reused) + index
+            # The median run time: the first run may include a pre-training it made first.
             eta = (
-                f"ETA {_duration(sum(timed) / len(timed) * (len(todo) - index))}"
+                f"ETA {_duration(statistics.median(timed) * (len(todo) - index))}"
                 if timed
                 else "ETA after the first run"
             )
