@@ -37,3 +37,19 @@ def test_every_shipped_config_and_preset_validates():
             validated.append((path.name, preset))
     # 8 config files with 65 presets when this was written: fewer means some were not found.
     assert len(validated) >= 8 + 65
+
+
+def test_classification_handout_presets_keep_the_handout_schedule():
+    # The offline default trains faster (lr 2e-3, warm-up, cosine); the data presets must keep
+    # the handout's AdamW + AMSGrad, lr 1e-3, x0.9 per epoch, 30 epochs, no augmentation.
+    for preset in ("cifar10", "cifar10,vit", "cifar10,resnet18", "birds"):
+        config = load_config(f"configs/classification.py:{preset}")
+        opt = config.optimizer
+        recipe = (opt.name, opt.learning_rate, opt.schedule, opt.decay_rate, opt.warmup_steps)
+        assert recipe == ("adamw", 1e-3, "exponential", 0.9, 0), preset
+        assert opt.amsgrad and config.num_epochs == 30.0 and config.batch_size in (128, 64)
+        assert (config.augment.random_crop_padding, config.augment.hflip) == (0, False)
+    vit = load_config("configs/classification.py:cifar10,vit").model
+    assert (vit.patch_size, vit.embed_dim, vit.num_layers, vit.dropout) == (4, 256, 6, 0.2)
+    offline = load_config("configs/classification.py")
+    assert (offline.optimizer.schedule, offline.optimizer.learning_rate) == ("cosine", 2e-3)

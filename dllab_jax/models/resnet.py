@@ -27,7 +27,7 @@ from dllab_jax.errors import UserError
 from dllab_jax.models import layers
 
 STEMS = ("imagenet", "cifar")
-_WIDTHS = (64, 128, 256, 512)
+_WIDTH_MULTIPLES = (1, 2, 4, 8)
 _BLOCKS_PER_STAGE = 2
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), an untruncated normal.
@@ -93,10 +93,14 @@ class ResNet18Backbone(nn.Module):
     Attributes:
       stem: "imagenet" (7x7/2 conv + 3x3/2 maxpool, as torchvision) or "cifar" (3x3/1 conv,
         no maxpool, for 32x32 inputs).
+      width: channels of the stem and the first stage; the stages have width x (1, 2, 4, 8).
+        64 is ResNet-18; narrower ones keep its depth and resolutions at a fraction of the
+        cost (the offline CIFAR-stem runs on 2 CPU cores).
       dtype: compute dtype (parameters stay float32).
     """
 
     stem: str = "imagenet"
+    width: int = 64
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -108,7 +112,8 @@ class ResNet18Backbone(nn.Module):
           train: use batch statistics and update `batch_stats`.
 
         Returns:
-          [B, H/32, W/32, 512] for the imagenet stem, [B, H/8, W/8, 512] for the cifar stem
+          [B, H/32, W/32, 8 * width] for the imagenet stem, [B, H/8, W/8, 8 * width] for the
+          cifar stem
           (sizes rounded up, as torch's strided convs do).
         """
         check_stem(self.stem)
@@ -117,7 +122,7 @@ class ResNet18Backbone(nn.Module):
         else:
             kernel, strides, pad = (3, 3), 1, ((1, 1), (1, 1))
         x = layers.Conv(
-            64,
+            self.width,
             kernel,
             strides=strides,
             padding=pad,
@@ -132,7 +137,8 @@ class ResNet18Backbone(nn.Module):
         if self.stem == "imagenet":
             # flax pads max_pool with -inf, as torch's MaxPool2d(3, 2, padding=1) does.
             x = layers.max_pool_3x3_stride2(x)
-        for stage, width in enumerate(_WIDTHS):
+        for stage, multiple in enumerate(_WIDTH_MULTIPLES):
+            width = self.width * multiple
             for block in range(_BLOCKS_PER_STAGE):
                 strides = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(width, strides, dtype=self.dtype, name=f"layer{stage + 1}_{block}")(
@@ -150,12 +156,14 @@ class ResNet18(nn.Module):
     Attributes:
       num_classes: number of output logits.
       stem: "imagenet" or "cifar", see `ResNet18Backbone`.
+      width: the first stage's channels (64 = ResNet-18), see `ResNet18Backbone`.
       dropout: dropout rate on the pooled features (torchvision has none: 0.0).
       dtype: compute dtype, e.g. jnp.bfloat16 for benchmarking; parameters stay float32.
     """
 
     num_classes: int
     stem: str = "imagenet"
+    width: int = 64
     dropout: float = 0.0
     dtype: Any = jnp.float32
 
@@ -163,9 +171,11 @@ class ResNet18(nn.Module):
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
         """[B, H, W, C] normalised images -> [B, num_classes] float32 logits; `train` uses
         batch statistics (and updates `batch_stats`) and applies dropout, as in `CNN`."""
-        x = ResNet18Backbone(self.stem, dtype=self.dtype, name="backbone")(images, train=train)
+        x = ResNet18Backbone(self.stem, self.width, dtype=self.dtype, name="backbone")(
+            images, train=train
+        )
         # Pool in float32 so a bfloat16 run does not lose precision summing many pixels.
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, 512]
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, 8 * width]
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         kernel_init, bias_init = _torch_linear_init(x.shape[-1])
         x = nn.Dense(
