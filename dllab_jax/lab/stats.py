@@ -60,27 +60,27 @@ class Comparison:
     margin: float
     spread: float
     tie: bool = False
+    spread_known: bool = True  # False when a row has one seed
 
     @property
     def holds(self) -> bool:
         if self.tie:  # with one seed (no spread) a tie cannot be refuted
-            return self.spread == 0 or abs(self.margin) <= self.spread
+            return not self.spread_known or abs(self.margin) <= self.spread
         return self.margin > 0
 
     @property
     def beyond_spread(self) -> bool:
-        return not self.tie and self.spread > 0 and self.margin > self.spread
+        return not self.tie and self.spread_known and self.margin > self.spread
 
     def describe(self, digits: int = 3) -> str:
         sign = "~" if self.tie else ">"
         mark = "yes" if self.holds else "no"
         extra = ""
-        if not self.tie and self.holds:
+        if not self.tie and self.holds and self.spread_known:
             extra = ", beyond the spread" if self.beyond_spread else ", within the spread"
-        return (
-            f"{self.better} {sign} {self.worse}: margin {self.margin:+.{digits}f} "
-            f"(spread {self.spread:.{digits}f}): {mark}{extra}"
-        )
+        spread = f"spread {self.spread:.{digits}f}" if self.spread_known else "1 seed: no spread"
+        margin = f"margin {self.margin:+.{digits}f}"
+        return f"{self.better} {sign} {self.worse}: {margin} ({spread}): {mark}{extra}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +104,8 @@ def _pairs(finding: Finding, estimates: Mapping[str, Estimate]) -> list[Comparis
 
     def compare(a: str, b: str, tie: bool) -> Comparison:
         ea, eb = estimates[a], estimates[b]
-        return Comparison(a, b, sign * (ea.mean - eb.mean), ea.spread + eb.spread, tie)
+        known = ea.n > 1 and eb.n > 1
+        return Comparison(a, b, sign * (ea.mean - eb.mean), ea.spread + eb.spread, tie, known)
 
     for group in groups:
         out += [compare(a, b, True) for a, b in itertools.pairwise(group)]

@@ -50,6 +50,10 @@ def test_a_reversed_pair_is_not_reproduced_and_one_seed_is_said():
     assert [c.holds for c in verdict.comparisons] == [False, True]
     verdict = stats.check_finding(ORDER, _estimates(a=[0.6], b=[0.5], c=[0.1]))
     assert verdict.status == stats.ONE_SEED
+    # One seed has no spread: the line says so instead of "within the spread 0.000".
+    assert verdict.comparisons[0].describe() == "a > b: margin +0.100 (1 seed: no spread): yes"
+    two = stats.check_finding(ORDER, _estimates(a=[0.6, 0.6], b=[0.5, 0.5], c=[0.1, 0.1]))
+    assert two.comparisons[0].describe().endswith("(spread 0.000): yes, beyond the spread")
 
 
 def test_missing_rows_and_lower_is_better():
