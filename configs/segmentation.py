@@ -4,10 +4,12 @@ Offline default (procedural `scenes`, the many-class label set: background + 10 
 classes, 255 on a one-pixel band at class boundaries; 64x64; a U-Net 16/32/64 with skips):
     python main.py --config=configs/segmentation.py
     -> checkpoints/segmentation/summary.json (`val/miou`, `val/iou/<class>`), iou_*.png,
-    predictions_val.png, curves.png. Measured 2026-11-23 on 2 CPU cores (other jobs
-    running): 6 min 37 s, val mIoU 0.349 (test 0.355; background IoU 0.99, shape classes
-    0.03-0.73), pixel accuracy 0.905. `no_skips` 0.340 in 7 min 00 s; `fcn32` (3 epochs)
-    0.122. The README's E2 section has the table.
+    predictions_val.png, curves.png. Adam lr 2e-3, 100 warm-up steps, cosine to 0, 10 epochs.
+    Measured 2026-12-02 on 2 CPU cores with 12 epochs of that schedule: 11 min 27 s (other
+    jobs running), val mIoU 0.692 (test 0.693), pixel accuracy 0.965; at 10 epochs of the
+    12-epoch schedule it was at 0.664. The handout's constant lr 1e-3 for 7 epochs gave 0.349
+    (`no_skips` 0.340; `fcn32`, 3 epochs, 0.122; 2026-11-23). The README's E2 section has the
+    table.
 
 Presets (combine with commas):
     unet       the U-Net with skips (default); `no_skips` removes them
@@ -102,7 +104,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.model = _model("unet", offline)
 
-    unet_recipe(config, num_epochs=7.0)  # Adam 1e-3, batch 32, validated every epoch
+    unet_recipe(config, num_epochs=10.0)  # Adam, batch 32, validated every epoch
+    # Offline: twice the handout's Adam 1e-3, warmed up over 100 steps and decayed to 0 by a
+    # cosine. At a constant 1e-3 the U-Net reached val mIoU 0.349 in 7 epochs; with this, 0.527
+    # at the same step and 0.692 after 12 epochs (2026-12-02, 2 CPU cores).
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.warmup_steps = 100
+    config.optimizer.schedule = "cosine"
     config.checkpoint.best_metric = "val/miou"
     # IoU of a class absent from both labels and predictions: 'zero' (the TU Wien handout;
     # the mean is over all classes) or 'skip' (left out of the mean, as mmsegmentation).
@@ -118,7 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for name in presets:
         if name == "carla":
             config.data = carla_folders(mean=IMAGENET_MEAN, std=IMAGENET_STD)
-            carla_recipe(config)  # the handout: Adam 1e-4, batch 4, 10 epochs
+            carla_recipe(config)  # the handout: Adam 1e-4 (constant), batch 4, 10 epochs
         elif name == "imagenet_backbone":
             if config.model.name != "fcn32":
                 config.model = _model("fcn32", offline)
@@ -148,6 +156,13 @@ def get_sweep() -> Sweep:
                 "U-Net segments better than FCN-32 (mIoU 0.51 against 0.42-0.46).",
                 "val/miou",
                 order=("unet", "fcn32"),
+            ),
+            Finding(
+                "The U-Net segments most of each class (0.51 mIoU on CARLA); offline, the "
+                "default must reach 0.6.",
+                "val/miou",
+                at_least=0.6,
+                rows=("unet",),
             ),
         ),
         curve="val/miou",

@@ -53,3 +53,18 @@ def test_classification_handout_presets_keep_the_handout_schedule():
     assert (vit.patch_size, vit.embed_dim, vit.num_layers, vit.dropout) == (4, 256, 6, 0.2)
     offline = load_config("configs/classification.py")
     assert (offline.optimizer.schedule, offline.optimizer.learning_rate) == ("cosine", 2e-3)
+
+
+def test_carla_presets_keep_the_handout_recipe_whatever_the_offline_schedule():
+    for spec in ("segmentation.py:carla", "segmentation.py:carla,fcn32", "colorization.py:carla"):
+        config = load_config(f"configs/{spec}")
+        opt = config.optimizer
+        assert (opt.name, opt.learning_rate, opt.schedule, opt.warmup_steps) == (
+            "adam",
+            1e-4,
+            "constant",
+            0,
+        ), spec
+        assert (config.batch_size, config.num_epochs, config.augment.hflip) == (4, 10.0, False)
+    offline = load_config("configs/segmentation.py").optimizer
+    assert (offline.learning_rate, offline.schedule, offline.warmup_steps) == (2e-3, "cosine", 100)
