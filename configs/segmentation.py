@@ -21,7 +21,8 @@ Presets (combine with commas):
                (resnet18-f37072fd.pth, ImageNet) at config.init_from.workdir, as the handout
     smoke      tiny splits and a few steps (tests)
 A classification run's ResNet-18 trunk initialises FCN-32 by name, e.g.
-    python main.py --config=configs/classification.py:resnet18
+    python main.py --config=configs/classification.py:resnet18 \
+        --config.model.width=64 --config.model.stem=imagenet  # offline it is narrow
     python main.py --config=configs/segmentation.py:fcn32 \
         --config.init_from.workdir=checkpoints/classification-resnet18 \
         --config.init_from.target_prefix=backbone/ --config.init_from.source_prefix=backbone/

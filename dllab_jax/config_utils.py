@@ -166,6 +166,8 @@ def shrink_for_smoke(
     config.batch_size = batch
     config.eval_batch_size = batch if eval_batch is None else eval_batch
     config.num_train_steps = steps
+    # A warm-up as long as the smoke run would leave the rate near 0 for all of it.
+    config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
     config.eval_every_steps = eval_every
     config.log_every_steps = log_every
     config.checkpoint.every_steps = checkpoint_every

@@ -121,7 +121,14 @@ def test_fcn32_backbone_from_a_classification_checkpoint(tmp_path, override):
     (parameters and BatchNorm statistics) loads into FCN-32 by name; the rest stays fresh."""
     classifier_dir = tmp_path / "classification"
     train.train_and_evaluate(
-        override("configs/classification.py:resnet18,smoke", num_train_steps=2), classifier_dir
+        # The offline classification ResNet-18 is narrow with the CIFAR stem; FCN-32's trunk
+        # is the full imagenet-stem one, as the handout's ImageNet weights.
+        override(
+            "configs/classification.py:resnet18,smoke",
+            num_train_steps=2,
+            **{"model.width": 64, "model.stem": "imagenet"},
+        ),
+        classifier_dir,
     )
     source, _ = checkpoint.read_variables(classifier_dir, "best")
     exp, state = _fcn32_initial_state(

@@ -90,30 +90,31 @@ class TorchBasicBlock(nn.Module):
 
 
 class TorchResNet18Backbone(nn.Module):
-    """torchvision's resnet18 up to `layer4` (no pooling, no fc): [B, C, H, W] -> [B, 512, ...].
+    """torchvision's resnet18 up to `layer4` (no pooling, no fc): [B, C, H, W] -> [B, 8w, ...].
 
     stem "imagenet" is torchvision's 7x7/2 conv + 3x3/2 maxpool, "cifar" a 3x3/1 conv and no
-    maxpool. Attribute names are torchvision's, so its state dict loads as is.
+    maxpool; `width` w is the first stage's channels (64 = torchvision). Attribute names are
+    torchvision's, so its state dict loads as is.
     """
 
-    def __init__(self, stem: str = "imagenet", in_channels: int = 3):
+    def __init__(self, stem: str = "imagenet", in_channels: int = 3, width: int = 64):
         super().__init__()
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
         elif stem == "cifar":
-            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
         else:
             raise ValueError(f"unknown ResNet stem {stem!r}; use 'imagenet' or 'cifar'")
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU()
-        cin = 64
-        for i, width in enumerate((64, 128, 256, 512)):
-            stride = 1 if i == 0 else 2
-            blocks = [TorchBasicBlock(cin, width, stride), TorchBasicBlock(width, width, 1)]
+        cin = width
+        for i, multiple in enumerate((1, 2, 4, 8)):
+            stride, cout = (1 if i == 0 else 2), multiple * width
+            blocks = [TorchBasicBlock(cin, cout, stride), TorchBasicBlock(cout, cout, 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            cin = width
+            cin = cout
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -128,10 +129,10 @@ class TorchResNet18(TorchResNet18Backbone):
     pooling and `fc` as in our ResNet18 (torchvision has none: 0.0).
     """
 
-    def __init__(self, num_classes, stem="imagenet", dropout=0.0, in_channels=3):
-        super().__init__(stem, in_channels)
+    def __init__(self, num_classes, stem="imagenet", dropout=0.0, in_channels=3, width=64):
+        super().__init__(stem, in_channels, width)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
 
     def forward(self, x):
         x = super().forward(x)

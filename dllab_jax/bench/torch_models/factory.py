@@ -31,8 +31,8 @@ def count_trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def _resnet18(num_classes, stem="imagenet", dropout=0.0, in_channels=3):
-    return TorchResNet18(num_classes, stem, dropout, in_channels)
+def _resnet18(num_classes, stem="imagenet", width=64, dropout=0.0, in_channels=3):
+    return TorchResNet18(num_classes, stem, dropout, in_channels, width)
 
 
 def _vit(
