@@ -70,7 +70,9 @@ def test_one_and_four_devices_give_the_same_contrastive_loss(tmp_path):
     devices = jax.devices()
     losses = {}
     for n in (1, 4):
-        config = _config("pretrain,smoke", tmp_path)
+        # The recipe's 200-step warm-up (smoke runs drop it) keeps the updates small, so the
+        # float noise of the reduction order is compared, not that noise grown by full steps.
+        config = _config("pretrain,smoke", tmp_path, **{"optimizer.warmup_steps": 200})
         exp = train.build_experiment(
             config, mesh=parallel.make_mesh(devices[:n]), workdir=tmp_path / f"d{n}"
         )
