@@ -65,7 +65,7 @@ def _model(name: str, offline: bool = False) -> ml_collections.ConfigDict:
     if name == "resnet18" and offline:
         # The imagenet stem leaves a 32x32 shape 8x8 pixels after two strides: its ResNet-18
         # trained to 0.44 train accuracy in 1000 steps where the CNN had 0.9. The CIFAR stem
-        # keeps the resolution; at a quarter of the width (704k parameters) a step costs
+        # keeps the resolution; at a quarter of the width (701k parameters) a step costs
         # 0.49 s at batch 128 on 2 CPU cores (full width: 30x the FLOPs).
         return ml_collections.ConfigDict(
             dict(name="resnet18", stem="cifar", width=16, dropout=0.0, dtype="float32")
@@ -132,7 +132,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The handout's optimiser is AdamW with AMSGrad at lr 1e-3, x0.9 per epoch (the `cifar10`
     # and `birds` presets). Offline, 16 epochs of it leave the CNN underfit (train accuracy
     # 0.77); twice the rate, warmed up over 200 steps and decayed to 0 by a cosine, reaches
-    # 0.94 in the same steps.
+    # train 0.94 / test 0.92 in the same steps.
     config.optimizer.amsgrad = True
     config.optimizer.learning_rate = 2e-3
     config.optimizer.warmup_steps = 200
@@ -189,7 +189,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         elif name == "cifar_stem":
             if config.model.name != "resnet18":
                 config.model = _model("resnet18", offline)
-            config.model.stem = "cifar"  # (offline already)
+            config.model.stem = "cifar"
         elif name == "dropout":
             config.model.dropout = 0.5
         elif name == "wd":
