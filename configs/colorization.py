@@ -92,12 +92,20 @@ def get_sweep() -> Sweep:
             Row("skips", "skips", label="U-Net with skips"),
             Row("no_skips", "no_skips", label="U-Net without skips"),
         ),
-        metrics=("val/psnr", "val/l1", "test/psnr"),
+        metrics=("val/psnr", "val/gradient_l1", "val/l1", "test/psnr", "test/gradient_l1"),
         findings=(
             Finding(
                 "Without skip connections the colourisation loses fine detail.",
                 "val/psnr",
                 order=("skips", "no_skips"),
+            ),
+            # Detail apart from colour: the random hues are beyond both models, so PSNR moves
+            # little; the error of the image gradients counts the lost edges alone.
+            Finding(
+                "Without skip connections the colourisation loses fine detail (edges).",
+                "val/gradient_l1",
+                order=("skips", "no_skips"),
+                higher_is_better=False,
             ),
         ),
         curve="val/psnr",

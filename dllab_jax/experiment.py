@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dllab_jax import optim, parallel
+from dllab_jax import optim, parallel, performance
 from dllab_jax.data import pipeline
 from dllab_jax.errors import UserError
 from dllab_jax.tasks import get_task
@@ -232,7 +232,8 @@ def build_experiment(
     abstract_state = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state
     )
-    init_state_fn = jax.jit(init_state, out_shardings=replicated)
+    # Runs once per run: compiled for compile time, not speed (dllab_jax/performance.py).
+    init_state_fn = performance.jit_run_once(init_state, out_shardings=replicated)
     return Experiment(
         config=config,
         task=task,

@@ -198,21 +198,34 @@ def segmentation_examples(
     plt.close(fig)
 
 
+def _edge_map(image: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [H, W] gradient magnitude (neighbour differences), channels averaged."""
+    dx = np.diff(image, axis=1, append=image[:, -1:])
+    dy = np.diff(image, axis=0, append=image[-1:])
+    return np.sqrt(dx**2 + dy**2).mean(axis=-1)
+
+
 def colorization_examples(
     grey: np.ndarray, predictions: np.ndarray, targets: np.ndarray, path, title: str = ""
 ) -> None:
-    """One row per example: grey input, predicted colours, true colours ([n, H, W, C] in
-    [0, 1]; grey has one channel)."""
+    """One row per example: grey input, predicted colours, true colours, and the edges
+    (gradient magnitude) of the prediction and of the target on one scale, where lost detail
+    shows whatever the colours ([n, H, W, C] in [0, 1]; grey has one channel)."""
     n = len(grey)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n, 5, figsize=(10.5, 2.2 * n + 0.4), squeeze=False)
     for i in range(n):
+        prediction, target = np.clip(predictions[i], 0, 1), np.clip(targets[i], 0, 1)
+        edges = _edge_map(prediction), _edge_map(target)
+        edge_max = max(float(np.percentile(edges[1], 99)), 1e-3)
         shown = (
-            ("grey input", np.clip(grey[i][..., 0], 0, 1)),
-            ("prediction", np.clip(predictions[i], 0, 1)),
-            ("target", np.clip(targets[i], 0, 1)),
+            ("grey input", np.clip(grey[i][..., 0], 0, 1), 1.0),
+            ("prediction", prediction, 1.0),
+            ("target", target, 1.0),
+            ("edges: prediction", edges[0], edge_max),
+            ("edges: target", edges[1], edge_max),
         )
-        for j, (name, image) in enumerate(shown):
-            axes[i][j].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+        for j, (name, image, vmax) in enumerate(shown):
+            axes[i][j].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=vmax)
             axes[i][j].axis("off")
             if i == 0:
                 axes[i][j].set_title(name, fontsize=9)

@@ -4,7 +4,8 @@ Input: the luma of the RGB image (ITU-R BT.601, as PIL's "L" mode), scaled to [-
 channel. Output: RGB in [0, 1] (3 linear outputs; `config.model.name = 'unet'` with
 `num_classes = 3` output channels). Loss: L1 or L2 (`config.loss`) against the true colours;
 metric: PSNR in dB (per image, predictions clipped to [0, 1], averaged over images), with the
-mean absolute and squared errors. Any image source works; its labels, if any, are unused.
+mean absolute and squared errors and the gradient error, which measures detail apart from
+colour (dllab_jax/evaluators/psnr.py). Any image source works; its labels, if any, are unused.
 """
 
 from __future__ import annotations
@@ -95,5 +96,5 @@ class ColorizationTask(Task):
             np.asarray(images, np.float32) / 255.0,
             Path(workdir) / f"colorization_{split}.png",
             title=f"U-Net {'with' if skips else 'without'} skips, {split} PSNR "
-            f"{artifacts['psnr']:.2f} dB",
+            f"{artifacts['psnr']:.2f} dB, gradient error {artifacts['gradient_l1']:.4f}",
         )

@@ -15,6 +15,7 @@ import torch
 from flax.traverse_util import flatten_dict, unflatten_dict
 from model_checks import abstract_init, count_params, output_shape
 
+from dllab_jax import performance
 from dllab_jax.models.segformer import SegFormer
 
 pytestmark = pytest.mark.slow  # parity against a PyTorch reference
@@ -150,7 +151,7 @@ def test_segformer_train_mode_smoke_runs():
     model = SegFormer(
         num_classes=3, hidden_sizes=(8, 16, 24, 32), num_heads=(1, 1, 1, 1), decoder_hidden_size=16
     )
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    variables = performance.jit_run_once(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
     @jax.jit
     def apply(v, x):
