@@ -67,4 +67,4 @@ def test_carla_presets_keep_the_handout_recipe_whatever_the_offline_schedule():
         ), spec
         assert (config.batch_size, config.num_epochs, config.augment.hflip) == (4, 10.0, False)
     offline = load_config("configs/segmentation.py").optimizer
-    assert (offline.learning_rate, offline.schedule, offline.warmup_steps) == (2e-3, "cosine", 100)
+    assert (offline.learning_rate, offline.schedule, offline.warmup_steps) == (4e-3, "cosine", 100)
