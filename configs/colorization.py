@@ -5,11 +5,15 @@ strokes and blobs; the grey luma in, RGB out; U-Net 16/32/64 with skips, L1 loss
     python main.py --config=configs/colorization.py            # = :skips
     python main.py --config=configs/colorization.py:no_skips
     -> checkpoints/colorization[-no_skips]/summary.json (`val/psnr` in dB, `val/l1`, ...)
-    and colorization_val.png (grey / prediction / target). Measured 2026-11-23 on 2 CPU cores
-    (other jobs running): with skips 8 min 04 s, val PSNR 14.10 dB (L1 0.162); without skips
-    7 min 01 s, 13.76 dB (L1 0.170). The shapes' colours are random, so neither can guess
-    them (both predict muted average colours); the gap shows in the figure: with skips edges
-    and thin strokes stay sharp, without them everything is blurred and checkered.
+    and colorization_val.png (grey / prediction / target / the edges of both). Measured
+    2026-12-02 on 2 CPU cores over 3 seeds (`--mode=sweep --sweep.seeds=3`,
+    reports/E2/colorization; last evaluation): with skips val PSNR 14.00 +- 0.17 dB, gradient
+    error 0.053 +- 0.005, 5 min 07 s; without 13.68 +- 0.18 dB, 0.065 +- 0.002, 4 min 15 s.
+    The shapes' colours are random, so neither can guess
+    them (both predict muted average colours) and PSNR moves little; the gradient error
+    (`val/gradient_l1`, detail apart from colour) shows the gap, as the figure's edge columns
+    do: with skips edges and thin strokes stay sharp, without them everything is blurred and
+    checkered.
 
 Presets (combine with commas):
     skips      U-Net with skip connections (default)

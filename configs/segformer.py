@@ -18,7 +18,7 @@ and train the pre-training run first if it is missing. Measured 2026-11-23 on 2 
     (7 min 19 s). The README's E3 section has the table. Pre-training stays far from its
     0.4 bar: 12 epochs at lr 2e-3 with a 200-step warm-up and a cosine decay reached 0.139
     by step 935 with AMSGrad and a best 0.178 without it (2026-12-02, other jobs running);
-    the U-Net on the same classes reaches 0.69 (configs/segmentation.py). Both transformer
+    the U-Net on the same classes reaches 0.68 (configs/segmentation.py). Both transformer
     encoders here (this one and configs/seg_heads.py's ViT) find the shapes (background IoU
     0.96) but barely tell the ten kinds apart through stride-4 tokens.
 

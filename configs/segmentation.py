@@ -5,10 +5,11 @@ classes, 255 on a one-pixel band at class boundaries; 64x64; a U-Net 16/32/64 wi
     python main.py --config=configs/segmentation.py
     -> checkpoints/segmentation/summary.json (`val/miou`, `val/iou/<class>`), iou_*.png,
     predictions_val.png, curves.png. Adam lr 4e-3, 100 warm-up steps, cosine to 0, 10 epochs.
-    Measured 2026-12-02 on 2 CPU cores (seed 0): val mIoU 0.681, 9 min 13 s of training; the
-    same schedule at peak lr 2e-3 gave 0.602 (10 min 10 s), and 0.692 in 12 epochs. The
-    handout's constant lr 1e-3 for 7 epochs gave 0.349 (`no_skips` 0.340; `fcn32`, 3 epochs,
-    0.122; 2026-11-23); FCN-32 for 3 epochs of the new schedule, 0.135 (3 seeds, 2 min 45 s). Over 3 seeds: reports/E2 (`--mode=sweep --sweep.seeds=3`).
+    Measured 2026-12-02 on 2 CPU cores over 3 seeds (`--mode=sweep --sweep.seeds=3`,
+    reports/E2/segmentation): val mIoU 0.684 +- 0.034 (0.681 / 0.719 / 0.652), 8 min 51 s of
+    training a run; FCN-32 (`fcn32`, the same 10 epochs) 0.242 +- 0.006 (2 seeds). At peak
+    lr 2e-3 gave the U-Net 0.602 (seed 0), and FCN-32 for 3 epochs 0.132 (3 seeds). The
+    handout's constant lr 1e-3 for 7 epochs gave 0.349 (`no_skips` 0.340; 2026-11-23).
 
 Presets (combine with commas):
     unet       the U-Net with skips (default); `no_skips` removes them
