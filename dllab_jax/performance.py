@@ -120,8 +120,7 @@ RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 def jit_run_once(fn, **jit_kwargs):
     """`jax.jit(fn, **jit_kwargs)` for a function called once or twice per process with the
     same shapes (a model's initialisation): on CPU compiled with fewer LLVM passes, to the
-    same values.
-    The compiled program is kept per argument signature."""
+    same values. The compiled program is kept per argument signature."""
     import jax
     import numpy as np
 
