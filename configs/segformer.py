@@ -79,6 +79,7 @@ def _scenes(labels: str, seed: int, num_train: int) -> ml_collections.ConfigDict
             num_val=500,
             num_test=500,
             max_objects=4,
+            size_range=(0.1, 0.3),  # shapes' circumradius, fraction of the side
             ignore_band=1,  # classes only: 255 on a 1-pixel band at class boundaries
             trimap_border=1,  # trimap only: the border class is 2 pixels wide
             mean=IMAGENET_MEAN,

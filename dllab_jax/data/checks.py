@@ -61,6 +61,26 @@ def image_size_key(
     return h, w
 
 
+def size_range_key(
+    data_config: ml_collections.ConfigDict, default: tuple[float, float]
+) -> tuple[float, float]:
+    """`data_config.size_range` (or `default`): (low, high) with 0 < low <= high <= 0.5."""
+    value = data_config.get("size_range", default)
+    try:
+        if isinstance(value, str):
+            raise TypeError
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"config.data.size_range must be (low, high) fractions of the image side, got {value!r}"
+        ) from None
+    if not 0.0 < low <= high <= 0.5:
+        raise UserError(
+            f"config.data.size_range must satisfy 0 < low <= high <= 0.5, got {value!r}"
+        )
+    return low, high
+
+
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     """H or (H, W), as the generators take it, as (H, W)."""
     if isinstance(image_size, int | np.integer):

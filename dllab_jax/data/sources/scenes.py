@@ -26,7 +26,13 @@ import numpy as np
 from dllab_jax import registry
 from dllab_jax.data.base import IGNORE, ArraySource, SourceInfo
 from dllab_jax.data.cache import cached_split
-from dllab_jax.data.checks import check_split, image_size_key, int_key, split_size
+from dllab_jax.data.checks import (
+    check_split,
+    image_size_key,
+    int_key,
+    size_range_key,
+    split_size,
+)
 from dllab_jax.data.procedural import scene as scene_lib
 from dllab_jax.data.procedural.masks import class_maps, label_boundaries, trimap_from_foreground
 from dllab_jax.data.procedural.raster import render_split
@@ -35,10 +41,14 @@ from dllab_jax.errors import UserError
 SCENE_CLASS_NAMES: tuple[str, ...] = ("background", *scene_lib.CLASS_KINDS)
 TRIMAP_CLASS_NAMES: tuple[str, ...] = ("object", "background", "border")
 SCENE_LABEL_SETS = ("classes", "trimap")
+# Circumradius of a shape as a fraction of the image side: 6-19 pixels at 64x64.
+DEFAULT_SIZE_RANGE = (0.1, 0.3)
 
 
 def sample_segmentation_scene(
-    rng: np.random.Generator, max_objects: int = 4, size_range: tuple[float, float] = (0.1, 0.3)
+    rng: np.random.Generator,
+    max_objects: int = 4,
+    size_range: tuple[float, float] = DEFAULT_SIZE_RANGE,
 ) -> scene_lib.Scene:
     """A `scenes` example: 1..max_objects shapes of random classes that may overlap.
 
@@ -61,10 +71,17 @@ def sample_segmentation_scene(
 
 @cached_split  # in memory and on disk, across runs (dllab_jax/data/cache.py)
 def generate_scenes(
-    seed: int, split: str, num_examples: int, image_size: tuple[int, int], max_objects: int
+    seed: int,
+    split: str,
+    num_examples: int,
+    image_size: tuple[int, int],
+    max_objects: int,
+    size_range: tuple[float, float] = DEFAULT_SIZE_RANGE,
 ) -> dict[str, np.ndarray]:
     """Images and class maps (no ignore) of `scenes` examples 0..n-1, cached, read-only."""
-    sampler = functools.partial(sample_segmentation_scene, max_objects=max_objects)
+    sampler = functools.partial(
+        sample_segmentation_scene, max_objects=max_objects, size_range=size_range
+    )
     scenes, images, visible = render_split(sampler, seed, split, num_examples, image_size)
     classes = class_maps(scenes, visible) if num_examples else visible
     images.setflags(write=False)
@@ -88,7 +105,8 @@ def make_scenes(data_config: ml_collections.ConfigDict, split: str) -> ArraySour
     """The procedural `scenes` segmentation source.
 
     Reads `seed` (0), `image_size` (64), `num_train` / `num_val` / `num_test`
-    (10000 / 1000 / 1000), `labels` ('classes' or 'trimap'), `max_objects` (4),
+    (10000 / 1000 / 1000), `labels` ('classes' or 'trimap'), `max_objects` (4), `size_range`
+    ((0.1, 0.3): the shapes' circumradius as a fraction of the image side, uniform),
     `ignore_band` (1; classes only) and `trimap_border` (1; trimap only).
     """
     check_split("scenes", split)
@@ -96,12 +114,13 @@ def make_scenes(data_config: ml_collections.ConfigDict, split: str) -> ArraySour
     num = split_size(data_config, split, {"train": 10000, "val": 1000, "test": 1000})
     h, w = image_size_key(data_config, 64, minimum=8)
     max_objects = int_key(data_config, "max_objects", 4, 1)
+    size_range = size_range_key(data_config, DEFAULT_SIZE_RANGE)
     ignore_band = int_key(data_config, "ignore_band", 1, 0)
     trimap_border = int_key(data_config, "trimap_border", 1, 0)
     labels = data_config.get("labels", "classes")
     if labels not in SCENE_LABEL_SETS:
         raise UserError(f"config.data.labels must be one of {SCENE_LABEL_SETS}, got {labels!r}")
-    arrays = generate_scenes(seed, split, num, (h, w), max_objects)
+    arrays = generate_scenes(seed, split, num, (h, w), max_objects, size_range)
     label = scene_labels(arrays["classes"], labels, ignore_band, trimap_border)
     names = SCENE_CLASS_NAMES if labels == "classes" else TRIMAP_CLASS_NAMES
     info = SourceInfo(num_classes=len(names), class_names=names, image_shape=(h, w, 3))

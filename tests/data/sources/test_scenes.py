@@ -79,3 +79,24 @@ def test_scenes_bad_config():
         get_source(scenes_config(labels="pets"), "train")
     with pytest.raises(UserError, match="unknown split"):
         get_source(scenes_config(), "valid")
+    with pytest.raises(UserError, match="size_range"):
+        get_source(scenes_config(size_range=(0.3, 0.1)), "train")
+    with pytest.raises(UserError, match="size_range"):
+        get_source(scenes_config(size_range="big"), "train")
+
+
+def test_scenes_size_range_scales_the_shapes():
+    """Larger circumradii cover more pixels; one object per image keeps the count exact."""
+    small = _all(get_source(scenes_config(max_objects=1, ignore_band=0), "train"))["label"]
+    big = _all(
+        get_source(scenes_config(max_objects=1, ignore_band=0, size_range=(0.3, 0.4)), "train")
+    )["label"]
+    small_area = (small > 0).mean(axis=(1, 2))
+    big_area = (big > 0).mean(axis=(1, 2))
+    # A circumradius r covers at most pi r^2 of the image: (0.3, 0.4) gives <= 0.50, the
+    # default (0.1, 0.3) <= 0.28; the smallest class shape (the cross) fills well above a
+    # tenth of its circle.
+    assert small_area.max() <= np.pi * 0.3**2 + 0.01
+    assert big_area.max() <= np.pi * 0.4**2 + 0.01
+    assert np.median(big_area) > 2.0 * np.median(small_area)
+    assert big_area.min() > 0.1 * np.pi * 0.3**2 * 0.9
