@@ -65,7 +65,15 @@ PRETRAIN_EPOCHS = 6.0
 # LayerNorm epsilon 1e-6.
 _DINO = dict(mlp_ratio=4.0, qkv_bias=True, layer_norm_eps=1e-6)
 # The offline backbone at a CPU-sized width; pretrain_image_size is the scenes' (16x16 tokens).
-OFFLINE_BACKBONE = dict(patch_size=4, hidden_size=96, depth=4, num_heads=3, pretrain_image_size=64)
+OFFLINE_BACKBONE = dict(
+    patch_size=4,
+    hidden_size=96,
+    depth=4,
+    num_heads=3,
+    pretrain_image_size=64,
+    stem_widths=(),
+    pos_embed_init="truncated_normal",
+)
 OFFLINE_BACKBONE.update(_DINO)
 # DINO ViT-S/16 (dino_deitsmall16_pretrain.pth, facebook/dino-vits16).
 VIT_S16 = dict(patch_size=16, hidden_size=384, depth=12, num_heads=6, pretrain_image_size=224)
@@ -89,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             num_val=500,
             num_test=500,
             max_objects=4,
+            size_range=(0.1, 0.3),  # shapes' circumradius, fraction of the side
             ignore_band=1,  # 255 on a 1-pixel band where classes meet
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,

@@ -93,6 +93,26 @@ def bicubic_resize_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.n
     return matrix
 
 
+def sincos2d_pos_embed(grid: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """Fixed 2-D sine-cosine position embeddings [1, 1 + grid^2, width], CLS position zero.
+
+    A quarter of the channels each for sin(x w), cos(x w), sin(y w), cos(y w) with
+    w_k = temperature^(-k / (width / 4)), as MAE and big_vision's `posemb="sincos2d"`: every
+    token knows where it is from the first step, where a 0.02-std random start leaves the
+    model nearly blind to the layout until the embedding has grown (Beyer et al. 2022,
+    "Better plain ViT baselines for ImageNet-1k", train with it from scratch).
+    """
+    if width % 4:
+        raise ValueError(f"sincos2d position embeddings need a width divisible by 4, got {width}")
+    y, x = np.mgrid[:grid, :grid].astype(np.float64)
+    omega = temperature ** -(np.arange(width // 4) / (width // 4))
+    x = x.reshape(-1, 1) * omega
+    y = y.reshape(-1, 1) * omega
+    patches = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+    table = np.concatenate([np.zeros((1, width)), patches], axis=0)
+    return table[None].astype(np.float32)
+
+
 def interpolate_pos_embed(pos_embed: jnp.ndarray, grid_h: int, grid_w: int) -> jnp.ndarray:
     """Resizes ViT position embeddings to another patch grid, as HF `interpolate_pos_encoding`.
 
@@ -229,6 +249,14 @@ class DinoViT(nn.Module):
       layer_norm_eps: epsilon of every LayerNorm.
       pretrain_image_size: the square image side the position embeddings were trained for;
         the parameter grid is (pretrain_image_size / p)^2 + 1 positions.
+      stem_widths: () for DINO's layout (one linear p x p patch projection). Otherwise a
+        convolutional stem before it (Xiao et al. 2021, "Early convolutions help transformers
+        see better"): per width a 3x3 stride-2 conv, LayerNorm and GELU (`stem_i/...`), after
+        which `patch_embed` projects (p / 2^len) x (p / 2^len) patches. Not in DINO's weights;
+        the offline stand-in backbone uses it (see configs/seg_heads.py).
+      pos_embed_init: how a fresh model's `pos_embed` starts: "truncated_normal" (std 0.02,
+        DINO's and timm's) or "sincos2d" (`sincos2d_pos_embed`, still trained). Loaded weights
+        replace it either way; the parameter is the same.
       dtype: compute dtype (parameters stay float32).
     """
 
@@ -240,6 +268,8 @@ class DinoViT(nn.Module):
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
     pretrain_image_size: int = 224
+    stem_widths: tuple[int, ...] = ()
+    pos_embed_init: str = "truncated_normal"
     dtype: Any = jnp.float32
 
     @property
@@ -264,13 +294,43 @@ class DinoViT(nn.Module):
         if height % p or width % p:
             raise ValueError(f"image size {height}x{width} is not a multiple of patch_size={p}")
         grid_h, grid_w = height // p, width // p
+        x = images.astype(self.dtype)
+        reduced = p
+        for i, width_i in enumerate(self.stem_widths):
+            if reduced % 2:
+                raise ValueError(f"patch_size={p} is not divisible by 2^{len(self.stem_widths)}")
+            reduced //= 2
+            x = nn.Conv(
+                width_i,
+                (3, 3),
+                strides=(2, 2),
+                padding=((1, 1), (1, 1)),
+                dtype=self.dtype,
+                kernel_init=nn.initializers.kaiming_normal(),
+                name=f"stem_{i}",
+            )(x)
+            x = nn.gelu(layer_norm(self.layer_norm_eps, self.dtype, f"stem_{i}_norm")(x))
         x = nn.Conv(
-            d, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="patch_embed"
-        )(images.astype(self.dtype))
+            d,
+            (reduced, reduced),
+            strides=(reduced, reduced),
+            padding="VALID",
+            dtype=self.dtype,
+            name="patch_embed",
+        )(x)
         x = x.reshape(b, grid_h * grid_w, d)  # row-major over the grid, as torch's flatten(2)
         grid = self.pretrain_image_size // p
         cls_token = self.param("cls_token", _INIT, (1, 1, d))
-        pos_embed = self.param("pos_embed", _INIT, (1, 1 + grid * grid, d))
+        if self.pos_embed_init == "truncated_normal":
+            pos_init = _INIT
+        elif self.pos_embed_init == "sincos2d":
+            pos_init = lambda key, shape: jnp.asarray(sincos2d_pos_embed(grid, d))
+        else:
+            raise ValueError(
+                "pos_embed_init must be 'truncated_normal' or 'sincos2d', "
+                f"got {self.pos_embed_init!r}"
+            )
+        pos_embed = self.param("pos_embed", pos_init, (1, 1 + grid * grid, d))
         cls_token = jnp.broadcast_to(cls_token.astype(self.dtype), (b, 1, d))
         x = jnp.concatenate([cls_token, x], axis=1)
         x = x + interpolate_pos_embed(pos_embed, grid_h, grid_w).astype(self.dtype)

@@ -47,3 +47,32 @@ def test_vit_s16_parameter_count():
     with torch.device("meta"):
         theirs = sum(p.numel() for p in ViTModel(config, add_pooling_layer=False).parameters())
     assert ours == theirs == 21_665_664
+
+
+def test_conv_stem_shapes_and_parameter_count():
+    """Two 3x3 stride-2 stem convs leave a 1x1 patch projection for patch size 4."""
+    model = DinoViT(
+        patch_size=4,
+        hidden_size=8,
+        depth=1,
+        num_heads=2,
+        pretrain_image_size=16,
+        stem_widths=(4, 6),
+    )
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 12, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), images)
+    params = variables["params"]
+    assert params["stem_0"]["kernel"].shape == (3, 3, 3, 4)
+    assert params["stem_1"]["kernel"].shape == (3, 3, 4, 6)
+    assert params["patch_embed"]["kernel"].shape == (1, 1, 6, 8)
+    stem = (27 * 4 + 4) + (36 * 6 + 6) + 2 * (4 + 6)  # convs and their LayerNorms
+    plain = DinoViT(patch_size=4, hidden_size=8, depth=1, num_heads=2, pretrain_image_size=16)
+    plain_params = jax.eval_shape(plain.init, jax.random.key(0), images)["params"]
+    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    # The plain layout's 4x4x3 -> 8 projection becomes 1x1x6 -> 8.
+    assert count(params) == count(plain_params) + stem - (48 * 8) + (6 * 8)
+    assert model.apply(variables, images).shape == (2, 4, 3, 8)
+    with pytest.raises(ValueError, match="divisible"):
+        DinoViT(patch_size=2, hidden_size=8, depth=1, num_heads=2, stem_widths=(4, 4)).init(
+            jax.random.key(0), images
+        )
