@@ -22,6 +22,10 @@ Measured on 2 CPU cores (2026-11-24, one run at a time; best val checkpoint, 11 
     shared_qk  head   66,454 p.  val 0.139, test 0.139        4 min 51 s
     linear on a random frozen ViT (control)  val 0.071, test 0.067
 The first default run in a fresh clone, pre-training included, took 8 min 44 s.
+Tried 2026-12-02 for the 0.4 bar (pre-training end to end, 6 epochs, val mIoU; not adopted):
+a conv stem (`backbone.stem_widths=(48, 96)`) 0.126 best; sincos2d position embeddings
+(`backbone.pos_embed_init=sincos2d`) 0.121; sincos2d + lr 4e-3, warm-up 100, clip 1.0 0.151,
+still rising. Train and val pixel accuracy stay equal (0.86): underfit, not overfit.
 
 Presets (combine with commas):
     linear, conv, transformer, shared_qk   the head (default linear)
