@@ -19,8 +19,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dllab_jax import config_utils, performance
-from dllab_jax.errors import UserError, one_line_errors
+from dllab_jax import config_utils, distributed, performance
+from dllab_jax.errors import Stopped, UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -46,6 +46,13 @@ config_flags.DEFINE_config_dict(
     ),
     "--mode=sweep / report: seeds, rows, print_commands.",
 )
+# Multi-process runs (dllab_jax/distributed.py; README "Running on a cluster"). Under SLURM's
+# srun or Open MPI's mpirun JAX finds these itself; elsewhere give all three on every process.
+flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (multi-process runs)."
+)
+flags.DEFINE_integer("num_processes", None, "How many processes the run has.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -134,23 +141,39 @@ def main(argv):
         return
     workdir = FLAGS.workdir or config_utils.default_workdir(_config_spec())
     logging.info("config:\n%s", config)
-    print(f"{FLAGS.mode}: {_config_spec()} -> {workdir}")
     # Bad input or a diverged run: one line that says what to do, no traceback, status 2;
     # SIGTERM / SIGINT: saved and stopped, status 128 + signal (preemption.Interrupted).
     with one_line_errors():
-        if FLAGS.mode == "train":
-            train.train_and_evaluate(config, workdir)
-        elif FLAGS.mode == "eval":
-            train.evaluate_checkpoint(config, workdir)
-        else:
-            benchmark.run_benchmark(config, workdir)
+        # Before anything starts a JAX backend; a single process is left as it is.
+        if distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id):
+            logging.info(
+                "process %d of %d", distributed.jax_process_index(), distributed.process_count()
+            )
+        if distributed.is_primary():
+            print(f"{FLAGS.mode}: {_config_spec()} -> {workdir}")
+        try:
+            if FLAGS.mode == "train":
+                train.train_and_evaluate(config, workdir)
+            elif FLAGS.mode == "eval":
+                train.evaluate_checkpoint(config, workdir)
+            else:
+                benchmark.run_benchmark(config, workdir)
+        except Stopped:  # every process stopped at the same step (preemption): no loss
+            distributed.finished()
+            raise
+        distributed.finished()
 
 
 def _sweep_or_report() -> None:
     from dllab_jax.lab import commands
 
     options = FLAGS.sweep
-    with one_line_errors():  # a failed or interrupted run stops the sweep with its status
+    with one_line_errors():
+        if FLAGS.coordinator_address or FLAGS.num_processes or distributed.detected_launcher():
+            raise UserError(
+                f"--mode={FLAGS.mode} runs its rows as separate commands; for multi-process "
+                "rows, print them with --sweep.print_commands and launch each as its own job"
+            )  # a failed or interrupted run stops the sweep with its status
         commands.sweep_or_report(
             _config_spec(),
             FLAGS.mode,

@@ -212,9 +212,15 @@ class RunCheckpoints:
         `<workdir>/set_aside/`, so that the run resumed at `step` never meets a step that
         exists; returns where they went. They come from a future the resumed run replays
         (a best saved before its latest, a checkpoint that did not restore)."""
-        moved = []
+        from dllab_jax import distributed
+
+        moved, changed = [], []
         for sub, manager in ((LATEST_DIR, self.latest), (BEST_DIR, self.best)):
             later = [s for s in manager.all_steps() if s > step]
+            if later:
+                changed.append(manager)
+            if not distributed.is_primary():  # process 0 moves them; the others reload below
+                continue
             for s in later:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 target = self.workdir / SET_ASIDE_DIR / f"{sub}-{s}-{stamp}"
@@ -226,8 +232,11 @@ class RunCheckpoints:
                     f"as {target}",
                     file=sys.stderr,
                 )
-            if later:
-                manager.reload()
+        if distributed.process_count() > 1:  # the others may have listed before the move
+            distributed.barrier("set_aside_after")
+            changed = [self.latest, self.best]
+        for manager in changed:
+            manager.reload()
         return moved
 
     def wait(self) -> None:

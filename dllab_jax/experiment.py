@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dllab_jax import optim, parallel, performance
+from dllab_jax import distributed, optim, parallel, performance
 from dllab_jax.data import pipeline
 from dllab_jax.errors import UserError
 from dllab_jax.tasks import get_task
@@ -136,7 +136,17 @@ class Experiment:
         return jax.jit(step, donate_argnums=0, out_shardings=(replicated, replicated))
 
     def place(self, batch: dict) -> dict:
+        """A whole host batch (every process holds all of it: evaluation) on the devices."""
         return parallel.shard_batch(batch, self.mesh)
+
+    @property
+    def train_rows(self) -> slice:
+        """The rows of each global training batch this process reads (all, when alone)."""
+        return parallel.process_rows(self.mesh, self.config.batch_size)
+
+    def place_train(self, local_batch: dict) -> dict:
+        """This process's rows of a training batch (`train_rows`) as the global batch."""
+        return parallel.assemble_batch(local_batch, self.mesh, self.config.batch_size)
 
     def eval_batches(self, split: str):
         limit = self.config.train_eval_limit if split == "train" else None
@@ -195,7 +205,8 @@ def build_experiment(
     task = get_task(config)
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dllab_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    task.prepare(workdir)
+    # What a task makes once per run (a tokenizer) is made by process 0 and read by the rest.
+    distributed.primary_first("task.prepare", lambda: task.prepare(workdir))
     model = task.build_model()
     per_epoch, total, eval_every = _resolve_steps(config, len(task.source("train")))
 

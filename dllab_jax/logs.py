@@ -84,9 +84,32 @@ class MetricWriter:
         self._events.close()
 
 
-def create_writer(workdir: str | Path) -> MetricWriter:
-    """TensorBoard event files in `workdir` plus one console line per write."""
-    return MetricWriter(workdir)
+class NullWriter(MetricWriter):
+    """The writer of processes other than 0 in a multi-process run: they write nothing."""
+
+    def __init__(self):
+        pass
+
+    def _write(self, step: int, values) -> None:
+        pass
+
+    def write_scalars(self, step: int, scalars: dict) -> None:
+        pass
+
+    def write_hparams(self, hparams: dict) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def create_writer(workdir: str | Path, enabled: bool = True) -> MetricWriter:
+    """TensorBoard event files in `workdir` plus one console line per write (a `NullWriter`
+    when not `enabled`: a process other than 0)."""
+    return MetricWriter(workdir) if enabled else NullWriter()
 
 
 class ProgressReporter:
@@ -98,6 +121,8 @@ class ProgressReporter:
         self._last: tuple[int, float] | None = None
 
     def __call__(self, step: int) -> None:
+        if isinstance(self.writer, NullWriter):  # a process other than 0 says nothing
+            return
         now = time.monotonic()
         if self._last is None:  # the first call times nothing: it follows compilation
             self._last = (step, now)
@@ -136,8 +161,15 @@ class History:
     of that lost future.
     """
 
-    def __init__(self, workdir: str | Path, resume_step: int | None):
+    def __init__(self, workdir: str | Path, resume_step: int | None, write: bool = True):
+        """
+        Args:
+          workdir: the run's folder.
+          resume_step: the step the run resumes from (None: a fresh start, no records).
+          write: False reads the records without writing (processes other than 0).
+        """
         self.path = Path(workdir) / HISTORY_FILE
+        self.write = write
         self.records: list[dict] = []
         if resume_step is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
@@ -147,6 +179,8 @@ class History:
                     continue
                 if isinstance(record, dict) and record.get("step", math.inf) <= resume_step:
                     self.records.append(record)
+        if not write:
+            return
         tmp = self.path.with_suffix(".jsonl.tmp")
         with tmp.open("w") as f:
             for record in self.records:
@@ -156,6 +190,8 @@ class History:
     def append(self, step: int, scalars: dict[str, float]) -> None:
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
         self.records.append(record)
+        if not self.write:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -163,3 +163,48 @@ def claim(workdir: str | Path, *, what: str = "run") -> Iterator[RunDirectory]:
             raise UserError(line) from None
     finally:
         os.close(fd)  # releases the lock
+
+
+class FollowingDirectory(RunDirectory):
+    """The workdir as a process other than 0 of a multi-process run sees it: process 0 holds
+    the lock and writes; this one reads (checkpoints through orbax, which all processes
+    write together) and never removes anything."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, None, set())
+
+    def _undo_start(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def claim_for_all_processes(workdir: str | Path, *, what: str = "run") -> Iterator[RunDirectory]:
+    """`claim` by process 0 of a multi-process run, the others following its outcome (every
+    process must call it); `claim` itself when the process is alone.
+
+    Raises:
+      UserError: process 0 could not take the workdir (on process 0: why; on the others: a
+        line that says so).
+    """
+    from dllab_jax import distributed
+
+    if distributed.process_count() == 1:
+        with claim(workdir, what=what) as run:
+            yield run
+        return
+    if not distributed.is_primary():
+        if not distributed.all_agree(True):
+            raise UserError(
+                f"process 0 could not take the workdir {workdir} (its output says why); this "
+                "process stops too"
+            )
+        yield FollowingDirectory(Path(workdir))
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            run = stack.enter_context(claim(workdir, what=what))
+        except BaseException:
+            distributed.all_agree(False)
+            raise
+        distributed.all_agree(True)
+        yield run

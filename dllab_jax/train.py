@@ -22,6 +22,7 @@ What the loop owns (a task never re-implements it):
 from __future__ import annotations
 
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import ml_collections
 from absl import logging
 
 from dllab_jax import checkpoint as ckpt_lib
-from dllab_jax import config_utils, logs, plots, preemption, run_dir
+from dllab_jax import config_utils, distributed, logs, plots, preemption, run_dir
 from dllab_jax import metrics as metrics_lib
 from dllab_jax.data import pipeline
 from dllab_jax.errors import UserError
@@ -53,7 +54,8 @@ def make_init_from_run_if_missing(config) -> None:
     if not (init.workdir and init.make_with and init.format == "dllab"):
         return
     workdir = Path(init.workdir)
-    if (workdir / ckpt_lib.LATEST_DIR).is_dir():
+    # Every process decides together, before any of them starts making it.
+    if not distributed.any_process(not (workdir / ckpt_lib.LATEST_DIR).is_dir()):
         return
     message = (
         f"init_from: no checkpoint in {workdir}; making it first with "
@@ -143,7 +145,10 @@ def train_and_evaluate(
         tests of resumption and time-boxed runs.
     """
     config_utils.validate_config(config)
-    with run_dir.claim(workdir, what="train") as run, preemption.StopSignals() as signals:
+    with (
+        run_dir.claim_for_all_processes(workdir, what="train") as run,
+        preemption.StopSignals() as signals,
+    ):
         return _train(config, run, signals, stop_at_step)
 
 
@@ -169,9 +174,13 @@ def _train(config, run: run_dir.RunDirectory, signals: preemption.StopSignals, s
         run.started()
         start_step = int(restored_meta["step"]) if restored_meta else 0
         ckpts.set_aside_after(start_step)
-        ckpt_lib.write_json(workdir / "config.json", config.to_dict())
-        history = logs.History(workdir, resume_step=start_step if restored_meta else None)
-        writer = logs.create_writer(workdir)
+        primary = distributed.is_primary()  # logs, figures and summaries: process 0 only
+        if primary:
+            ckpt_lib.write_json(workdir / "config.json", config.to_dict())
+        history = logs.History(
+            workdir, resume_step=start_step if restored_meta else None, write=primary
+        )
+        writer = logs.create_writer(workdir, enabled=primary)
         try:
             return _train_loop(
                 exp, ckpts, history, writer, state, restored_meta, start_step, signals, stop_at_step
@@ -235,11 +244,16 @@ def _train_loop(
         return last_saved == step
 
     def stop_on_signal(step: int) -> None:
-        if signals.requested is None:
+        requested = signals.requested
+        if multi_process:  # every process stops at the same step, whichever got the signal
+            requested = (
+                (requested or signal.SIGTERM) if distributed.any_process(requested) else None
+            )
+        if requested is None:
             return
         saved = keep_work(step)
         writer.flush()
-        raise preemption.Interrupted(signals.requested, step, saved=saved)
+        raise preemption.Interrupted(requested, step, saved=saved)
 
     def stop_on_data_error(error: UserError, step: int) -> None:
         """Bad data met mid-run (an image that does not decode): keep the work, then stop."""
@@ -247,6 +261,7 @@ def _train_loop(
             raise UserError(f"{error} (a checkpoint at step {step} is kept)") from None
         raise error
 
+    multi_process = distributed.process_count() > 1
     progress = logs.progress_reporter(exp.total_steps, writer, config.log_every_steps)
     batches = pipeline.prefetch(
         pipeline.train_batches(
@@ -255,6 +270,7 @@ def _train_loop(
             seed=config.data_seed,
             start_step=start_step,
             augment=exp.task.augment(),
+            rows=exp.train_rows,  # this process's rows of each global batch
         )
     )
     train_start = time.time()
@@ -269,7 +285,7 @@ def _train_loop(
         except UserError as error:
             stop_on_data_error(error, step)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = exp.jitted_train_step(state, exp.place(batch))
+            state, metrics = exp.jitted_train_step(state, exp.place_train(batch))
         step_metrics.append(metrics)
         step += 1
         progress(step)
@@ -332,7 +348,8 @@ def _train_loop(
         stopped_early=stopped_early or bool(restored_meta and restored_meta.get("stopped_early")),
         train_time_s=round(train_time, 2),
     )
-    ckpt_lib.write_json(workdir / "summary.json", summary)
+    if distributed.is_primary():
+        ckpt_lib.write_json(workdir / "summary.json", summary)
     writer.flush()
     logging.info("summary: %s", summary)
     return summary
@@ -358,18 +375,19 @@ def final_evaluation(exp: Experiment, state, ckpts, workdir: Path, history) -> d
         summary["best_step"] = int(best_meta["step"])
         # The report draws the best state, from its evaluation's artifacts.
         report_state = best_state
-    plots.curves(
-        history.records,
-        exp.task.curve_metrics,
-        exp.steps_per_epoch,
-        workdir / "curves.png",
-    )
     # Evaluations made once per run (samples generated and probed, say) join the metrics.
     run_eval = exp.task.evaluate_run(exp.model, report_state.variables(), workdir, exp.place)
     metrics.update(run_eval.metrics)
-    exp.task.report(artifacts, run_eval.artifacts, workdir)
-    for key, value in sorted(metrics.items()):
-        print(f"{key}: {value:.4f}")
+    if distributed.is_primary():  # the figures and the printout: process 0 only
+        plots.curves(
+            history.records,
+            exp.task.curve_metrics,
+            exp.steps_per_epoch,
+            workdir / "curves.png",
+        )
+        exp.task.report(artifacts, run_eval.artifacts, workdir)
+        for key, value in sorted(metrics.items()):
+            print(f"{key}: {value:.4f}")
     return summary
 
 
@@ -382,7 +400,7 @@ def _flat_hparams(config) -> dict:
 def evaluate_checkpoint(config, workdir: str | Path) -> dict:
     """`--mode=eval`: metrics of the workdir's checkpoint (`config.checkpoint.eval_which`)."""
     config_utils.validate_config(config)
-    with run_dir.claim(workdir, what="eval") as run:
+    with run_dir.claim_for_all_processes(workdir, what="eval") as run:
         exp = build_experiment(config, workdir=run.path)
         ckpts = ckpt_lib.RunCheckpoints(run.path, keep=config.checkpoint.keep)
         try:
@@ -398,7 +416,9 @@ def evaluate_checkpoint(config, workdir: str | Path) -> dict:
         finally:
             ckpts.close()
         out = {"step": int(meta["step"]), "checkpoint": which, "metrics": results}
-        ckpt_lib.write_json(run.path / "eval.json", out)
-    for key, value in sorted(results.items()):
-        print(f"{key}: {value:.4f}")
+        if distributed.is_primary():
+            ckpt_lib.write_json(run.path / "eval.json", out)
+    if distributed.is_primary():
+        for key, value in sorted(results.items()):
+            print(f"{key}: {value:.4f}")
     return out

@@ -5,12 +5,17 @@ order and independently per example: RandomCrop with zero padding, RandomResized
 horizontal flip. A dense label map (`batch['label']` of shape [n, H, W]) gets the same
 geometry with nearest interpolation and 255 (ignore) where padding shows, so segmentation
 reuses this module; every other key passes through unchanged.
+
+In a multi-process run each process augments only its rows of a global batch
+(`BatchRows`): the draws are made for the whole batch and each process keeps its rows, so the
+examples come out exactly as one process would make them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -20,7 +25,31 @@ from dllab_jax.data.base import IGNORE
 
 IGNORE_LABEL = IGNORE
 
-Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
+Augment = Callable[..., dict[str, np.ndarray]]  # (batch, rng[, rows=BatchRows]) -> batch
+
+
+class BatchRows(NamedTuple):
+    """The rows [start, stop) of a global batch of `size` examples that a host batch holds."""
+
+    start: int
+    stop: int
+    size: int
+
+    def of(self, drawn: np.ndarray) -> np.ndarray:
+        """This host's rows of values drawn for the whole batch."""
+        return drawn[self.start : self.stop]
+
+
+def takes_rows(augment: Augment) -> Augment:
+    """Marks `augment` as accepting `rows=BatchRows(...)` (the pipeline then reads only a
+    process's rows; an augmentation without the mark gets the whole batch)."""
+    augment.takes_rows = True
+    return augment
+
+
+def _draw(draw: Callable[[int], np.ndarray], n: int, rows: BatchRows | None) -> np.ndarray:
+    """`draw(count)` for the whole batch, cut to this host's rows."""
+    return draw(n) if rows is None else rows.of(draw(rows.size))
 
 
 def random_crop(
@@ -28,6 +57,7 @@ def random_crop(
     labels: np.ndarray | None,
     padding: int,
     rng: np.random.Generator,
+    rows: BatchRows | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """torchvision RandomCrop(size, padding): zero-pad by `padding`, crop a random window back.
 
@@ -36,12 +66,13 @@ def random_crop(
       labels: [n, H, W] label maps (padded with `IGNORE_LABEL`) or None.
       padding: pixels of padding on every side.
       rng: draws the window offsets, [n, 2] integers in [0, 2 * padding].
+      rows: the rows of a larger batch these examples are (None: the whole batch).
 
     Returns:
       images and labels of the input shapes.
     """
     n, h, w = images.shape[:3]
-    offsets = rng.integers(0, 2 * padding + 1, size=(n, 2))
+    offsets = _draw(lambda count: rng.integers(0, 2 * padding + 1, size=(count, 2)), n, rows)
     # Gather every example's window at once: rows [n, H, 1], cols [n, 1, W].
     batch_idx = np.arange(n)[:, None, None]
     rows = (offsets[:, 0, None] + np.arange(h))[:, :, None]
@@ -113,6 +144,7 @@ def random_resized_crop(
     scale: Sequence[float],
     ratio: Sequence[float],
     rng: np.random.Generator,
+    rows: BatchRows | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """torchvision RandomResizedCrop to the input size: bilinear for images, nearest for labels.
 
@@ -122,6 +154,8 @@ def random_resized_crop(
       scale: range of the crop's area as a fraction of the image.
       ratio: range of the crop's aspect ratio (width / height).
       rng: draws the crops, example by example.
+      rows: the rows of a larger batch these examples are (None: the whole batch); the
+        boxes of the other rows are drawn too, to keep the generator's sequence.
 
     Returns:
       images and labels of the input shapes.
@@ -129,8 +163,9 @@ def random_resized_crop(
     n, h, w = images.shape[:3]
     images_out = np.empty_like(images)
     labels_out = None if labels is None else np.empty_like(labels)
-    for i in range(n):
-        box = rrc_params(h, w, scale, ratio, rng)
+    boxes = [rrc_params(h, w, scale, ratio, rng) for _ in range(n if rows is None else rows.size)]
+    boxes = boxes if rows is None else boxes[rows.start : rows.stop]
+    for i, box in enumerate(boxes):
         images_out[i] = _resize_box(images[i], box, (h, w), Image.Resampling.BILINEAR)
         if labels is not None:
             # Mode 'I' (int32) keeps label values above 255 and resizes with nearest.
@@ -140,10 +175,14 @@ def random_resized_crop(
 
 
 def random_hflip(
-    images: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator, p: float = 0.5
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    rng: np.random.Generator,
+    p: float = 0.5,
+    rows: BatchRows | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Flips each example left-right with probability `p` (one draw per example)."""
-    flip = rng.random(len(images)) < p
+    flip = _draw(rng.random, len(images), rows) < p
     images = images.copy()
     images[flip] = images[flip, :, ::-1]
     if labels is not None:
@@ -184,16 +223,19 @@ def make_augment(aug_config: ml_collections.ConfigDict | None) -> Augment | None
     if not (padding > 0 or rrc or hflip):
         return None
 
-    def augment(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    @takes_rows
+    def augment(
+        batch: dict[str, np.ndarray], rng: np.random.Generator, rows: BatchRows | None = None
+    ) -> dict[str, np.ndarray]:
         images = batch["image"]
         label = batch.get("label")
         dense = label if label is not None and label.ndim == 3 else None
         if padding > 0:
-            images, dense = random_crop(images, dense, padding, rng)
+            images, dense = random_crop(images, dense, padding, rng, rows)
         if rrc:
-            images, dense = random_resized_crop(images, dense, scale, ratio, rng)
+            images, dense = random_resized_crop(images, dense, scale, ratio, rng, rows)
         if hflip:
-            images, dense = random_hflip(images, dense, rng)
+            images, dense = random_hflip(images, dense, rng, rows=rows)
         out = dict(batch)
         out["image"] = images
         if dense is not None:

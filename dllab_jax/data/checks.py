@@ -41,6 +41,17 @@ def split_size(
     return int_key(data_config, f"num_{split}", defaults[split], 0)
 
 
+def _pair(value, cast, key: str, expected: str) -> tuple:
+    """`value` as a pair of `cast`, else a UserError naming `config.data.<key>` and `expected`."""
+    try:
+        if isinstance(value, str):  # "(1, 2)" would otherwise iterate as characters
+            raise TypeError
+        first, second = (cast(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"config.data.{key} must be {expected}, got {value!r}") from None
+    return first, second
+
+
 def image_size_key(
     data_config: ml_collections.ConfigDict, default: int, minimum: int = 1
 ) -> tuple[int, int]:
@@ -48,14 +59,7 @@ def image_size_key(
     value = data_config.get("image_size", default)
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         value = (value, value)
-    try:
-        if isinstance(value, str):
-            raise TypeError
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"config.data.image_size must be an int or (height, width), got {value!r}"
-        ) from None
+    h, w = _pair(value, int, "image_size", "an int or (height, width)")
     if min(h, w) < minimum:
         raise UserError(f"config.data.image_size must be at least {minimum} pixels, got {value!r}")
     return h, w
@@ -66,14 +70,7 @@ def size_range_key(
 ) -> tuple[float, float]:
     """`data_config.size_range` (or `default`): (low, high) with 0 < low <= high <= 0.5."""
     value = data_config.get("size_range", default)
-    try:
-        if isinstance(value, str):
-            raise TypeError
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"config.data.size_range must be (low, high) fractions of the image side, got {value!r}"
-        ) from None
+    low, high = _pair(value, float, "size_range", "(low, high) fractions of the image side")
     if not 0.0 < low <= high <= 0.5:
         raise UserError(
             f"config.data.size_range must satisfy 0 < low <= high <= 0.5, got {value!r}"

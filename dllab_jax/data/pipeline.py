@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from dllab_jax.data.augment import BatchRows
 from dllab_jax.data.base import Source
 from dllab_jax.errors import UserError
 
-Augment = Callable[[dict, np.random.Generator], dict]
+Augment = Callable[..., dict]  # (batch, rng[, rows=BatchRows]) -> batch (data/augment.py)
 
 # Streams of randomness derived from the data seed; distinct so that changing the
 # augmentation never changes the order of examples.
@@ -36,13 +37,24 @@ def train_batches(
     seed: int,
     start_step: int = 0,
     augment: Augment | None = None,
+    rows: slice | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields training batches forever, starting at `start_step`.
 
     Batch `s` is a pure function of (seed, s): epoch `e = s // steps_per_epoch` uses the
     permutation drawn from `(seed, e)`, and augmentation of batch `s` draws from `(seed, s)`.
     So a run resumed at step `s` sees exactly the batches an uninterrupted run would.
+
+    `rows` (a process of a multi-process run, `parallel.process_rows`) yields only those rows
+    of each global batch of `batch_size`, read from the source alone, and exactly as they are
+    in the whole batch: an augmentation marked `augment.takes_rows` draws for the whole batch
+    and keeps these rows; one without the mark gets the whole batch, then it is cut.
     """
+    if rows is not None and (rows.start, rows.stop) == (0, batch_size):
+        rows = None
+    cut_after = (
+        rows is not None and augment is not None and not getattr(augment, "takes_rows", False)
+    )
     num_examples = len(source)
     per_epoch = steps_per_epoch(num_examples, batch_size)
     step = start_step
@@ -55,9 +67,17 @@ def train_batches(
                 num_examples
             )
         indices = permutation[position * batch_size : (position + 1) * batch_size]
+        if rows is not None and not cut_after:
+            indices = indices[rows]
         batch = source.get(indices)
         if augment is not None:
-            batch = augment(batch, np.random.default_rng([seed, _AUGMENT_STREAM, step]))
+            rng = np.random.default_rng([seed, _AUGMENT_STREAM, step])
+            if rows is None or cut_after:
+                batch = augment(batch, rng)
+            else:
+                batch = augment(batch, rng, rows=BatchRows(rows.start, rows.stop, batch_size))
+        if cut_after:
+            batch = {k: v[rows] for k, v in batch.items()}
         yield batch
         step += 1
 

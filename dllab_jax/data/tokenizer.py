@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
+from dllab_jax.data.augment import BatchRows, takes_rows
 from dllab_jax.data.base import Source
 from dllab_jax.errors import UserError
 
@@ -242,9 +243,14 @@ class TokenizedCaptions:
         return self.source.get(indices)["captions"]
 
 
-def pick_one_caption(batch: dict, rng: np.random.Generator) -> dict:
-    """Keeps one random caption per image: [n, K, L] -> [n, L] (a training transform)."""
-    scores = rng.random(batch["caption_mask"].shape) * batch["caption_mask"]
+@takes_rows
+def pick_one_caption(batch: dict, rng: np.random.Generator, rows: BatchRows | None = None) -> dict:
+    """Keeps one random caption per image: [n, K, L] -> [n, L] (a training transform).
+
+    `rows`: the rows of a larger batch these images are (the draws are the whole batch's)."""
+    mask = batch["caption_mask"]
+    drawn = rng.random(mask.shape if rows is None else (rows.size, *mask.shape[1:]))
+    scores = (drawn if rows is None else rows.of(drawn)) * mask
     choice = scores.argmax(axis=1)  # a random valid caption (every image has at least one)
     rows = np.arange(len(choice))
     drop = ("input_ids", "attention_mask", "caption_mask", "captions")

@@ -20,7 +20,7 @@ import numpy as np
 
 from dllab_jax import data as data_lib
 from dllab_jax import metrics as metrics_lib
-from dllab_jax import models
+from dllab_jax import models, parallel
 from dllab_jax.data.pipeline import Augment
 from dllab_jax.evaluators import Evaluation
 
@@ -154,7 +154,7 @@ class Task:
             total = metrics_lib.add_sums(total, sums)
             if self.num_report_examples and not examples:
                 n = min(self.num_report_examples, int(batch["batch_mask"].sum()))
-                outputs = jax.device_get(outputs)
+                outputs = parallel.to_host(outputs)
                 examples = {k: np.asarray(v)[:n] for k, v in {**batch, **outputs}.items()}
         evaluation = self.finalize(total)
         if examples:

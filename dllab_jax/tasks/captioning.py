@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dllab_jax import decoding, registry
+from dllab_jax import decoding, parallel, registry
 from dllab_jax import metrics as metrics_lib
 from dllab_jax.data import tokenizer as tokenizer_lib
 from dllab_jax.evaluators import Evaluation, bleu
@@ -140,7 +140,7 @@ class CaptioningTask(ImageTextTask):
         """Captions for a batch of uint8 images, prompt stripped."""
         images = place({"image": images_uint8})["image"]
         tokens, _ = self._decode(model, variables, self.model_images({"image": images}), rng)
-        texts = self.tokenizer.batch_decode(np.asarray(tokens), skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(parallel.to_host(tokens), skip_special_tokens=True)
         return [self._strip_prompt(t) for t in texts]
 
     def _strip_prompt(self, text: str) -> str:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dllab_jax import diffusion, registry
+from dllab_jax import diffusion, parallel, registry
 from dllab_jax.data.procedural import concept_codes as concepts_lib
 from dllab_jax.errors import UserError
 from dllab_jax.evaluators import Evaluation, concept_probe
@@ -235,7 +235,7 @@ class DiffusionTask(Task):
         for code in codes:
             concepts, rng = inputs(code)
             start = time.perf_counter()
-            samples[code] = np.asarray(jax.device_get(compiled(variables, concepts, rng)))
+            samples[code] = np.asarray(parallel.to_host(compiled(variables, concepts, rng)))
             seconds.append(time.perf_counter() - start)
         timings = {"compile_seconds": compile_seconds, "seconds_per_code": float(np.mean(seconds))}
         cfg = self.config.diffusion

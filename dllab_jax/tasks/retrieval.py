@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dllab_jax import registry
+from dllab_jax import parallel, registry
 from dllab_jax.evaluators import recall
 from dllab_jax.tasks.image_text import ImageTextTask
 
@@ -79,7 +79,7 @@ class RetrievalTask(ImageTextTask):
                 "input_ids": batch["input_ids"].reshape(n * k, max_len),
                 "attention_mask": batch["attention_mask"].reshape(n * k, max_len),
             }
-            out = jax.device_get(self._embed(model, variables, place(flat)))
+            out = parallel.to_host(self._embed(model, variables, place(flat)))
             image_embeds.append(out["image_embed"][:real])
             valid = batch["caption_mask"][:real].reshape(-1) > 0
             text_embeds.append(out["text_embed"][: real * k][valid])
