@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from dllab_jax import checkpoint as ckpt_lib
-from dllab_jax import config_utils, run_dir
+from dllab_jax import config_utils, distributed, run_dir
 from dllab_jax import data as data_lib
 from dllab_jax.bench import cases, timing
 from dllab_jax.errors import UserError
@@ -24,13 +24,15 @@ from dllab_jax.errors import UserError
 def run_benchmark(config, workdir: str | Path) -> dict:
     """Compile time, median step time, examples/s, FLOPs and TFLOP/s, the step's memory.
 
-    Writes `<workdir>/benchmark.json` and prints one line.
+    Writes `<workdir>/benchmark.json` and prints one line (process 0 of a multi-process run;
+    `python -m dllab_jax.bench.scaling` compares 1 and N local processes).
     """
     config_utils.validate_config(config)
-    with run_dir.claim(workdir, what="benchmark") as run:
+    with run_dir.claim_for_all_processes(workdir, what="benchmark") as run:
         result = _time_train_step(config, run.path)
         run.started()
-        ckpt_lib.write_json(run.path / "benchmark.json", result)
+        if distributed.is_primary():
+            ckpt_lib.write_json(run.path / "benchmark.json", result)
     return result
 
 
@@ -76,6 +78,7 @@ def _time_train_step(config, workdir: Path) -> dict:
         "num_params": step.num_params,
         "device": devices[0].device_kind,
         "num_devices": len(devices),
+        "num_processes": jax.process_count(),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
         "python": platform.python_version(),
@@ -92,6 +95,8 @@ def _time_train_step(config, workdir: Path) -> dict:
     }
     tflops = f"{result['tflops_per_s']:.3f}" if flops else "n/a"
     memory = f"{memory / 2**30:.2f} GiB" if memory else "n/a"
+    if not distributed.is_primary():
+        return result
     print(
         f"benchmark {config.model.name} batch {config.batch_size} on {len(devices)}x "
         f"{result['device']}: compile {step.compile_s:.2f} s, step {step_s * 1e3:.2f} ms "

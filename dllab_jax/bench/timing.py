@@ -75,11 +75,12 @@ class JaxTrainStep:
                 self.config.batch_size,
                 seed=self.config.data_seed,
                 augment=self.exp.task.augment(),
+                rows=self.exp.train_rows,
             )
         )
 
         def step() -> None:
-            self.state, metrics = self.compiled(self.state, self.exp.place(next(batches)))
+            self.state, metrics = self.compiled(self.state, self.exp.place_train(next(batches)))
             jax.block_until_ready((self.state, metrics))
 
         return step

@@ -32,3 +32,27 @@ def test_table_arithmetic_on_a_hand_made_row():
     assert d["mfu"] == pytest.approx(20 / 989.4)  # bf16 run: the bf16 peak
     assert d["pipeline_ratio"] == pytest.approx(1.05)
     assert report.peak_tflops("cpu") is None
+
+
+def test_scaling_table_gives_the_speed_up_over_the_first_row():
+    from dllab_jax.bench.scaling import scaling_table
+
+    rows = [
+        dict(
+            num_processes=1,
+            num_devices=1,
+            global_batch_size=128,
+            step_s_median=0.2,
+            examples_per_s=640.0,
+        ),
+        dict(
+            num_processes=2,
+            num_devices=2,
+            global_batch_size=128,
+            step_s_median=0.125,
+            examples_per_s=1024.0,
+        ),
+    ]
+    lines = scaling_table(rows).splitlines()
+    assert lines[2] == "| 1 | 1 | 128 | 200.0 | 640.0 | 1.00x |"
+    assert lines[3] == "| 2 | 2 | 128 | 125.0 | 1024.0 | 1.60x |"
