@@ -76,6 +76,7 @@ OFFLINE_BACKBONE = dict(
     num_heads=3,
     pretrain_image_size=64,
     stem_widths=(),
+    stem_depth=1,
     pos_embed_init="truncated_normal",
 )
 OFFLINE_BACKBONE.update(_DINO)

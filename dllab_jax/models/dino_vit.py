@@ -254,6 +254,9 @@ class DinoViT(nn.Module):
         see better"): per width a 3x3 stride-2 conv, LayerNorm and GELU (`stem_i/...`), after
         which `patch_embed` projects (p / 2^len) x (p / 2^len) patches. Not in DINO's weights;
         the offline stand-in backbone uses it (see configs/seg_heads.py).
+      stem_depth: 3x3 convs per stem width: the stride-2 one, then `stem_depth - 1` of stride
+        1 (`stem_i_j/...`, each with LayerNorm and GELU), which widen what a patch token sees
+        (a receptive field of 7 pixels for two widths at depth 1, 19 at depth 2).
       pos_embed_init: how a fresh model's `pos_embed` starts: "truncated_normal" (std 0.02,
         DINO's and timm's) or "sincos2d" (`sincos2d_pos_embed`, still trained). Loaded weights
         replace it either way; the parameter is the same.
@@ -269,6 +272,7 @@ class DinoViT(nn.Module):
     layer_norm_eps: float = 1e-6
     pretrain_image_size: int = 224
     stem_widths: tuple[int, ...] = ()
+    stem_depth: int = 1
     pos_embed_init: str = "truncated_normal"
     dtype: Any = jnp.float32
 
@@ -310,6 +314,16 @@ class DinoViT(nn.Module):
                 name=f"stem_{i}",
             )(x)
             x = nn.gelu(layer_norm(self.layer_norm_eps, self.dtype, f"stem_{i}_norm")(x))
+            for j in range(1, self.stem_depth):
+                x = nn.Conv(
+                    width_i,
+                    (3, 3),
+                    padding=((1, 1), (1, 1)),
+                    dtype=self.dtype,
+                    kernel_init=nn.initializers.kaiming_normal(),
+                    name=f"stem_{i}_{j}",
+                )(x)
+                x = nn.gelu(layer_norm(self.layer_norm_eps, self.dtype, f"stem_{i}_{j}_norm")(x))
         x = nn.Conv(
             d,
             (reduced, reduced),

@@ -49,6 +49,22 @@ def test_vit_s16_parameter_count():
     assert ours == theirs == 21_665_664
 
 
+def test_a_deeper_stem_adds_stride_one_convs_and_keeps_the_token_grid():
+    kwargs = dict(patch_size=4, hidden_size=8, depth=1, num_heads=2, pretrain_image_size=16)
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 12, 3)), jnp.float32)
+    model = DinoViT(**kwargs, stem_widths=(4, 6), stem_depth=2)
+    variables = model.init(jax.random.key(0), images)
+    params = variables["params"]
+    assert params["stem_0_1"]["kernel"].shape == (3, 3, 4, 4)
+    assert params["stem_1_1"]["kernel"].shape == (3, 3, 6, 6)
+    shallow = DinoViT(**kwargs, stem_widths=(4, 6))
+    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    shallow_params = jax.eval_shape(shallow.init, jax.random.key(0), images)["params"]
+    extra = (36 * 4 + 4) + (54 * 6 + 6) + 2 * (4 + 6)  # two 3x3 convs and their LayerNorms
+    assert count(params) == count(shallow_params) + extra
+    assert model.apply(variables, images).shape == (2, 4, 3, 8)
+
+
 def test_conv_stem_shapes_and_parameter_count():
     """Two 3x3 stride-2 stem convs leave a 1x1 patch projection for patch size 4."""
     model = DinoViT(
