@@ -162,15 +162,42 @@ def any_process(flag: bool) -> bool:
 
 
 def finished() -> None:
-    """Tells the other processes that this one ends normally (its connection closing is no
-    loss); `main.py` calls it when the command is done."""
+    """Ends this process's part of a multi-process run normally; `main.py` calls it when the
+    command is done (no-op when alone).
+
+    It tells the other processes that this one's connection closing is no loss, then leaves
+    the runtime in an order that cannot fail: every process's client leaves together (the
+    runtime's shutdown barrier), and process 0, which hosts the coordination service, keeps
+    it until the others have exited. (Left to `jax.distributed.shutdown` at exit, process 0
+    could stop the service while another process still polled it for errors, and that one
+    aborted with a C++ stack trace after a successful run.)
+    """
+    if not PeerWatch.started:
+        return
     PeerWatch.say_goodbye()
+    from jax._src import distributed as jax_distributed  # the runtime's state: no public API
+
+    state = jax_distributed.global_state
+    if getattr(state, "service", None) is None:
+        jax_distributed.shutdown()  # a process other than 0: its client leaves
+        return
+    if getattr(state, "preemption_sync_manager", None) is not None:
+        state.preemption_sync_manager.shutdown()
+        state.preemption_sync_manager = None
+    if state.client is not None:
+        state.client.shutdown()
+        state.client = None
+    PeerWatch.wait_for_peers_to_exit(timeout_s=SILENCE_TIMEOUT_S)
+    state.service.shutdown()
+    state.service = None
 
 
 class PeerWatch:
     """The liveness connections between process 0 and the others (see the module docstring)."""
 
     _connections: ClassVar[list[socket.socket]] = []
+    _closed: ClassVar[list[threading.Event]] = []  # set when a peer's connection ends
+    started = False
     _leaving = False
     _lock = threading.Lock()
 
@@ -205,13 +232,22 @@ class PeerWatch:
             connection.sendall(f"{index}\n".encode())
             cls._watch(connection, "process 0")
         atexit.register(cls._close)
+        cls.started = True
 
     @classmethod
     def _watch(cls, connection: socket.socket, peer: str) -> None:
         connection.settimeout(SILENCE_TIMEOUT_S)
         cls._connections.append(connection)
+        closed = threading.Event()
+        cls._closed.append(closed)
 
         def read():
+            try:
+                watch()
+            finally:
+                closed.set()
+
+        def watch():
             buffer = b""
             while True:
                 try:
@@ -257,6 +293,13 @@ class PeerWatch:
             flush=True,
         )
         os._exit(EXIT_PEER_LOST)
+
+    @classmethod
+    def wait_for_peers_to_exit(cls, timeout_s: float) -> None:
+        """Waits until every peer's connection has ended (they exited), at most `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        for closed in cls._closed:
+            closed.wait(max(0.0, deadline - time.monotonic()))
 
     @classmethod
     def say_goodbye(cls) -> None:
