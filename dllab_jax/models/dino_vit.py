@@ -300,30 +300,26 @@ class DinoViT(nn.Module):
         grid_h, grid_w = height // p, width // p
         x = images.astype(self.dtype)
         reduced = p
+
+        def stem_conv(x, width: int, stride: int, name: str):
+            x = nn.Conv(
+                width,
+                (3, 3),
+                strides=(stride, stride),
+                padding=((1, 1), (1, 1)),
+                dtype=self.dtype,
+                kernel_init=nn.initializers.kaiming_normal(),
+                name=name,
+            )(x)
+            return nn.gelu(layer_norm(self.layer_norm_eps, self.dtype, f"{name}_norm")(x))
+
         for i, width_i in enumerate(self.stem_widths):
             if reduced % 2:
                 raise ValueError(f"patch_size={p} is not divisible by 2^{len(self.stem_widths)}")
             reduced //= 2
-            x = nn.Conv(
-                width_i,
-                (3, 3),
-                strides=(2, 2),
-                padding=((1, 1), (1, 1)),
-                dtype=self.dtype,
-                kernel_init=nn.initializers.kaiming_normal(),
-                name=f"stem_{i}",
-            )(x)
-            x = nn.gelu(layer_norm(self.layer_norm_eps, self.dtype, f"stem_{i}_norm")(x))
+            x = stem_conv(x, width_i, 2, f"stem_{i}")
             for j in range(1, self.stem_depth):
-                x = nn.Conv(
-                    width_i,
-                    (3, 3),
-                    padding=((1, 1), (1, 1)),
-                    dtype=self.dtype,
-                    kernel_init=nn.initializers.kaiming_normal(),
-                    name=f"stem_{i}_{j}",
-                )(x)
-                x = nn.gelu(layer_norm(self.layer_norm_eps, self.dtype, f"stem_{i}_{j}_norm")(x))
+                x = stem_conv(x, width_i, 1, f"stem_{i}_{j}")
         x = nn.Conv(
             d,
             (reduced, reduced),
