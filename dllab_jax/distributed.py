@@ -178,9 +178,9 @@ def finished() -> None:
     from jax._src import distributed as jax_distributed  # the runtime's state: no public API
 
     state = jax_distributed.global_state
-    if getattr(state, "service", None) is None:
-        jax_distributed.shutdown()  # a process other than 0: its client leaves
-        return
+    if getattr(state, "service", None) is None or not hasattr(state, "client"):
+        jax_distributed.shutdown()  # a process other than 0 (its client leaves), or a jax
+        return  # whose runtime state looks otherwise: its own order
     if getattr(state, "preemption_sync_manager", None) is not None:
         state.preemption_sync_manager.shutdown()
         state.preemption_sync_manager = None

@@ -54,8 +54,10 @@ def make_init_from_run_if_missing(config) -> None:
     if not (init.workdir and init.make_with and init.format == "dllab"):
         return
     workdir = Path(init.workdir)
-    # Every process decides together, before any of them starts making it.
-    if not distributed.any_process(not (workdir / ckpt_lib.LATEST_DIR).is_dir()):
+    # A run's folder or a shipped stand-in (best/ only); every process decides together,
+    # before any of them starts making it.
+    present = any((workdir / d).is_dir() for d in (ckpt_lib.LATEST_DIR, ckpt_lib.BEST_DIR))
+    if not distributed.any_process(not present):
         return
     message = (
         f"init_from: no checkpoint in {workdir}; making it first with "

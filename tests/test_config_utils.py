@@ -60,16 +60,16 @@ def test_shrink_for_smoke_sets_the_loop_keys_and_the_generated_splits_only():
 
 
 def test_smoke_pretraining_is_the_smoke_variant_of_the_make_with_run():
-    config = load_config("configs/seg_heads.py")
+    config = load_config("configs/retrieval.py")
     use_smoke_pretraining(config)
-    assert config.init_from.make_with == "configs/seg_heads.py:pretrain,smoke"
-    assert config.init_from.workdir == "checkpoints/seg_heads-pretrain-smoke"
+    assert config.init_from.make_with == "configs/retrieval.py:pretrain,smoke"
+    assert config.init_from.workdir == "checkpoints/retrieval-pretrain-smoke"
     bare = ml_collections.ConfigDict(dict(init_from=dict(make_with="configs/x.py", workdir="w")))
     use_smoke_pretraining(bare)
     assert (bare.init_from.make_with, bare.init_from.workdir) == (
         "configs/x.py:smoke",
         "checkpoints/x-smoke",
     )
-    pretrain = load_config("configs/seg_heads.py:pretrain")  # trains from scratch: unchanged
+    pretrain = load_config("configs/retrieval.py:pretrain")  # trains from scratch: unchanged
     use_smoke_pretraining(pretrain)
     assert (pretrain.init_from.make_with, pretrain.init_from.workdir) == ("", "")

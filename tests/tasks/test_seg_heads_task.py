@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from dllab_jax import checkpoint, train
+from dllab_jax import checkpoint, standins, train
 from dllab_jax.config_utils import load_config
 
 
@@ -20,7 +20,11 @@ def test_offline_pretraining_trains_the_whole_vit_on_other_images():
     assert pretrain.optimizer.trainable == ".*"  # the one freezing knob
     assert pretrain.init_from.workdir == "" and pretrain.data.seed != heads.data.seed
     assert heads.optimizer.trainable == "head/.*"
-    assert heads.init_from.make_with == "configs/seg_heads.py:pretrain"
+    # Offline, the heads read the shipped stand-in; smoke runs make and read a smoke backbone.
+    assert heads.init_from.workdir == standins.path("seg_heads_backbone")
+    assert heads.init_from.make_with == ""
+    smoke = load_config("configs/seg_heads.py:smoke")
+    assert smoke.init_from.make_with == "configs/seg_heads.py:pretrain,smoke"
     assert heads.init_from.source_prefix == heads.init_from.target_prefix == "backbone/"
     # The heads' backbone is the pre-trained one, field by field.
     backbone_fields = {k for k in heads.model if k != "head"}

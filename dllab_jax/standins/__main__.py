@@ -1,0 +1,3 @@
+from dllab_jax.standins import main
+
+main()
