@@ -1,31 +1,28 @@
 """E4 segmentation heads on a frozen pretrained ViT (Freiburg DL Lab 2023, exercise 2).
 
 The handout trains four heads on the frozen DINO ViT-S/16 on PASCAL VOC 2012. Offline, the
-backbone is a small DINO-layout ViT (patch 4, width 96, 4 blocks, 3 heads; 477,024 parameters)
-that this project pre-trains end to end with a linear head on the procedural `scenes` of seed 1
-(`:pretrain`, 6 epochs, checkpoints/seg_heads-pretrain; a heads run trains it first if it is
-missing and says so); the heads then learn background + 10 shape kinds on the scenes of seed 0
-(other images, 64x64) from its frozen features:
-    python main.py --config=configs/seg_heads.py:pretrain
+backbone is a small DINO-layout ViT (width 96, 4 blocks, 3 heads, 16x16 tokens of a 64x64
+image) behind a convolutional stem (widths 32 and 64, two 3x3 convs each, LayerNorm + GELU),
+545,579 parameters with the pre-training's linear head. It ships pre-trained with the
+package (`dllab_jax/standins/seg_heads_backbone/`, its RECORD.md beside it): `:pretrain`
+trained it end to end with a linear head on the procedural `scenes` of seed 1 (12,000 images,
+4,000 steps, 44 min 50 s on 2 cores, val mIoU 0.794 on background + 10 shape kinds), and the
+heads learn the same classes on the scenes of seed 0 (other images) from its frozen features:
     python main.py --config=configs/seg_heads.py              # = :linear
     python main.py --config=configs/seg_heads.py:conv
     python main.py --config=configs/seg_heads.py:transformer
     python main.py --config=configs/seg_heads.py:shared_qk
-The pretext is supervised where DINO's is self-supervised: a from-scratch ViT did not learn
-the procedural `shapes` classification on 2 CPU cores (train accuracy 0.11 after 450 steps of
-128, chance 0.10), nor object kinds from an object/background/border pretext (linear head 0.117).
-Measured on 2 CPU cores (2026-11-24, one run at a time; best val checkpoint, 11 classes):
-    pretrain (end to end)        val mIoU 0.122               6 min 33 s
-    linear     head    1,067 p.  val 0.125, test 0.125        2 min 24 s
-    conv       head    9,515 p.  val 0.140, test 0.139        2 min 34 s
-    transformer head  75,670 p.  val 0.138, test 0.134        4 min 47 s
-    shared_qk  head   66,454 p.  val 0.139, test 0.139        4 min 51 s
-    linear on a random frozen ViT (control)  val 0.071, test 0.067
-The first default run in a fresh clone, pre-training included, took 8 min 44 s.
-Tried 2026-12-02 for the 0.4 bar (pre-training end to end, 6 epochs, val mIoU; not adopted):
-a conv stem (`backbone.stem_widths=(48, 96)`) 0.126 best; sincos2d position embeddings
-(`backbone.pos_embed_init=sincos2d`) 0.121; sincos2d + lr 4e-3, warm-up 100, clip 1.0 0.151,
-still rising. Train and val pixel accuracy stay equal (0.86): underfit, not overfit.
+    python main.py --config=configs/seg_heads.py:pretrain     # remake the stand-in, then
+    python -m dllab_jax.standins export --workdir=checkpoints/seg_heads-pretrain \
+        --name=seg_heads_backbone --command="python main.py --config=configs/seg_heads.py:pretrain"
+The pretext is supervised where DINO's is self-supervised. Why the stem: with DINO's plain
+4x4 patch projection the ViT found the objects but not their kinds in every CPU budget tried
+(2026-11-24 .. 12-08, pre-training val mIoU): 6 epochs 0.122; a one-conv stem (48, 96) 0.126;
+sincos2d positions 0.121; lr 4e-3 + warm-up + clipping 0.151 after 6 epochs, 0.119 after 750
+steps of a 30-epoch schedule (stopped). With the two-conv stem (each token sees 19 pixels, so
+the shapes' corners) the same recipe went 0.216 / 0.402 / 0.576 / 0.679 / 0.794 at steps
+500 / 1000 / 1500 / 2000 / 4000 (a 500-step cosine run: 0.172).
+The heads over 3 seeds: reports/E4/REPORT.md (`--mode=sweep --sweep.seeds=3`).
 
 Presets (combine with commas):
     linear, conv, transformer, shared_qk   the head (default linear)
