@@ -22,6 +22,20 @@ _DINO_VIT_DEFAULTS = {
 }
 
 
+class TorchStemConv(nn.Module):
+    """DinoViT's stem layer: 3x3 conv (padding 1) -> LayerNorm over channels -> GELU (flax's
+    `nn.gelu`, the tanh form)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, eps: float):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1)
+        self.norm = nn.LayerNorm(out_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return F.gelu(x, approximate="tanh")
+
+
 class TorchConvHead(nn.Module):
     """One conv `conv` with bias, zero padding kernel_size // 2: [B, D, h, w] -> [B, C, h, w]."""
 
@@ -161,6 +175,15 @@ class TorchFrozenBackboneSegmenter(nn.Module):
         hidden_size, patch_size = vit["hidden_size"], vit["patch_size"]
         pretrain_image_size = vit["pretrain_image_size"]
         frozen_backbone = "backbone" in frozen
+        # DinoViT's optional conv stem runs before the ViT, whose patches are then smaller.
+        stem, channels, reduced = [], in_channels, patch_size
+        for width in vit["stem_widths"]:
+            reduced //= 2
+            for j in range(vit["stem_depth"]):
+                stem.append(
+                    TorchStemConv(channels, width, 2 if j == 0 else 1, vit["layer_norm_eps"])
+                )
+                channels = width
         config = ViTConfig(
             hidden_size=hidden_size,
             num_hidden_layers=vit["depth"],
@@ -170,23 +193,26 @@ class TorchFrozenBackboneSegmenter(nn.Module):
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             layer_norm_eps=vit["layer_norm_eps"],
-            image_size=pretrain_image_size,
-            patch_size=patch_size,
-            num_channels=in_channels,
+            image_size=pretrain_image_size * reduced // patch_size,
+            patch_size=reduced,
+            num_channels=channels,
             qkv_bias=vit["qkv_bias"],
         )
         self.patch_size = patch_size
         self.pretrain_image_size = pretrain_image_size
         self.frozen_backbone = frozen_backbone
+        self.stem = nn.Sequential(*stem)  # empty: DINO's layout
         self.backbone = ViTModel(config, add_pooling_layer=False)
         self.head = build_head(head, hidden_size, num_classes, head_num_heads)
         if frozen_backbone:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+            for part in (self.stem, self.backbone):
+                part.requires_grad_(False)
+                part.eval()
 
     def train(self, mode: bool = True) -> TorchFrozenBackboneSegmenter:
         super().train(mode)
         if self.frozen_backbone:
+            self.stem.eval()
             self.backbone.eval()
         return self
 
@@ -198,7 +224,7 @@ class TorchFrozenBackboneSegmenter(nn.Module):
         native = (height, width) == (self.pretrain_image_size,) * 2
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
             tokens = self.backbone(
-                pixel_values=images, interpolate_pos_encoding=not native
+                pixel_values=self.stem(images), interpolate_pos_encoding=not native
             ).last_hidden_state
         features = tokens[:, 1:].transpose(1, 2).reshape(b, -1, height // p, width // p)
         logits = self.head(features)
