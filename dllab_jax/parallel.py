@@ -74,24 +74,19 @@ def process_rows(mesh: Mesh, global_size: int) -> slice:
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
     """Places a host batch (dict of numpy arrays, the *global* batch) on the mesh, split along
     axis 0; with several processes each one places only its own rows."""
-    sharding = data_sharded(mesh)
-    if not is_multi_process(mesh):
-        return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
-
-    def place(x):
-        x = np.asarray(x)
-        rows = process_rows(mesh, x.shape[0])
-        return jax.make_array_from_process_local_data(sharding, x[rows], x.shape)
-
-    return jax.tree.map(place, batch)
+    global_size = len(jax.tree.leaves(batch)[0])
+    rows = process_rows(mesh, global_size)  # every row when alone
+    if rows != slice(0, global_size):
+        batch = jax.tree.map(lambda x: np.asarray(x)[rows], batch)
+    return assemble_batch(batch, mesh, global_size)
 
 
 def assemble_batch(local_batch: dict, mesh: Mesh, global_size: int) -> dict:
     """The global batch of `global_size` rows from each process's own rows (`process_rows`);
     the same as `shard_batch` in a single process."""
-    if not is_multi_process(mesh):
-        return shard_batch(local_batch, mesh)
     sharding = data_sharded(mesh)
+    if not is_multi_process(mesh):
+        return jax.tree.map(lambda x: jax.device_put(x, sharding), local_batch)
 
     def place(x):
         x = np.asarray(x)
