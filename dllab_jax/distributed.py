@@ -31,7 +31,9 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dllab_jax.errors import UserError
 
@@ -75,7 +77,6 @@ def initialize(
     Raises:
       UserError: incomplete or inconsistent flags.
     """
-    import jax
 
     explicit = (coordinator_address, num_processes, process_id)
     if any(v is not None for v in explicit):
@@ -107,20 +108,17 @@ def initialize(
 
 
 def process_count() -> int:
-    import jax
 
     return jax.process_count()
 
 
 def jax_process_index() -> int:
-    import jax
 
     return jax.process_index()
 
 
 def is_primary() -> bool:
     """Process 0, the one that writes logs, figures and summaries (True when alone)."""
-    import jax
 
     return jax.process_index() == 0
 
@@ -128,8 +126,6 @@ def is_primary() -> bool:
 def barrier(name: str) -> None:
     """Waits until every process reaches the barrier of this name (no-op when alone)."""
     if process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -150,7 +146,6 @@ def all_agree(ok: bool) -> bool:
     """True when `ok` holds on every process (a collective: every process must call it)."""
     if process_count() == 1:
         return bool(ok)
-    from jax.experimental import multihost_utils
 
     flags = multihost_utils.process_allgather(np.asarray(bool(ok), np.int32))
     return bool(np.all(np.asarray(flags)))
@@ -203,8 +198,6 @@ class PeerWatch:
 
     @classmethod
     def start(cls, host: str | None) -> None:
-        import jax
-        from jax.experimental import multihost_utils
 
         index, count = jax.process_index(), jax.process_count()
         listener = None
@@ -283,7 +276,6 @@ class PeerWatch:
     def _lost(cls, peer: str, why: str) -> None:
         if cls._leaving:
             return
-        import jax
 
         me = f"process {jax.process_index()} of {jax.process_count()}"
         print(
